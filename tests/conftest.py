@@ -1,0 +1,29 @@
+"""Shared fixtures: where the real datasets are, small seeded spaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    """NAS_DATA_DIR if set (CI points it at the shared data folder), else ../shared/data beside the repo."""
+    env = os.environ.get("NAS_DATA_DIR")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if not (root / "cifar10-subset").is_dir():
+        pytest.fail(f"real test data not found under {root}: set NAS_DATA_DIR to the folder holding cifar10-subset/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(data_root: Path) -> Path:
+    return data_root / "cifar10-subset"
