@@ -12,12 +12,14 @@ import hashlib
 import json
 import pickle
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from nas_env.results import EvalResult, Status
+from nas_env.data.paths import DatasetError
+from nas_env.results import EvalResult, Status, failure
 from nas_env.spaces.base import Architecture, SearchSpace
 
 
@@ -117,3 +119,163 @@ class SyntheticEvaluator(Evaluator):
             wall_time_s=time.perf_counter() - start,
             extra={"resumed_from_epoch": resumed_from},
         )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for host or device out-of-memory errors (torch raises several kinds)."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def safe_evaluate(evaluator: Evaluator, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
+    """Run ``evaluator`` and turn an exception into a result (OOM or FAILED, traceback kept).
+
+    Configuration problems (a missing or corrupt dataset) still raise: they are not the child's fault
+    and would fail every other child the same way.
+    """
+    start = time.perf_counter()
+    try:
+        return evaluator.evaluate(arch, checkpoint_path=checkpoint_path)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing child is a result, never a crashed search
+        status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
+        return failure(
+            status,
+            error=traceback.format_exc(),
+            reward=evaluator.failure_reward,
+            wall_time_s=time.perf_counter() - start,
+        )
+
+
+#: named training budgets: the paper's, and small ones that train on a CPU in seconds
+BUDGET_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},  # 50 epochs, all 45,000 training images, 32x32, batch 128, SGD 0.1 nesterov
+    "cpu-demo": {"epochs": 3, "train_images": 2000, "val_images": 500, "resolution": 16, "batch_size": 64},
+    "tiny": {"epochs": 1, "train_images": 256, "val_images": 128, "resolution": 16, "batch_size": 64},
+}
+
+_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def resolve_budget(budget: Any) -> Any:
+    """A :class:`~nas_env.training.TrainingBudget` from a budget, a dict of its fields or a preset name."""
+    from nas_env.training import TrainingBudget
+
+    if isinstance(budget, TrainingBudget):
+        return budget
+    if isinstance(budget, str):
+        if budget not in BUDGET_PRESETS:
+            raise ValueError(f"unknown training budget preset {budget!r}; choose one of {sorted(BUDGET_PRESETS)}")
+        return TrainingBudget(**BUDGET_PRESETS[budget])
+    if isinstance(budget, dict):
+        return TrainingBudget.from_dict(budget)
+    raise TypeError(f"budget must be a TrainingBudget, a dict or a preset name, not {type(budget).__name__}")
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TrainingEvaluator(Evaluator):
+    """Train the child CNN on CIFAR-10 under a budget; reward = shaped max validation accuracy of the
+    last ``reward_last_epochs`` epochs (the paper: (max of the last 5)^3).
+
+    The data is read once per process (from ``data_dir``, ``NAS_DATA_DIR`` or the verified download)
+    and kept on the device; the train/validation split is seeded (``split_seed``), 10% held out as in
+    the paper's 45,000/5,000.
+    """
+
+    def __init__(
+        self,
+        budget: Any = "paper",
+        data_dir: str | Path | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        reward_shaping: str = "cube",
+        reward_last_epochs: int = 5,
+        compile: bool = False,
+        failure_reward: float = 0.0,
+        split_seed: int = 0,
+        num_val: int | None = None,
+        download: bool = True,
+    ) -> None:
+        self.budget = resolve_budget(budget)
+        reward_from_metric(0.5, reward_shaping)  # validates the name now, not in a worker
+        if reward_last_epochs < 1:
+            raise ValueError(f"reward_last_epochs must be >= 1, got {reward_last_epochs}")
+        self.data_dir = None if data_dir is None else str(data_dir)
+        self.device = device
+        self.seed = int(seed)
+        self.reward_shaping = reward_shaping
+        self.reward_last_epochs = int(reward_last_epochs)
+        self.compile = bool(compile)
+        self.failure_reward = float(failure_reward)
+        self.split_seed = int(split_seed)
+        self.num_val = num_val
+        self.download = bool(download)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dataset": "cifar10",
+            "budget": self.budget.to_dict(),
+            "seed": self.seed,
+            "reward_shaping": self.reward_shaping,
+            "reward_last_epochs": self.reward_last_epochs,
+            "split_seed": self.split_seed,
+            "num_val": self.num_val,
+        }
+
+    def data(self, device: str) -> Any:
+        """The budget's training/validation tensors on ``device``, loaded once per process."""
+        from nas_env.data.cifar10 import load_cifar10_splits
+        from nas_env.training import prepare_data
+
+        key = (self.data_dir, self.split_seed, self.num_val, self.budget.train_images, self.budget.val_images,
+               self.budget.resolution, device, self.seed)
+        if key not in _DATA_CACHE:
+            splits = load_cifar10_splits(self.data_dir, num_val=self.num_val, seed=self.split_seed,
+                                         download=self.download)
+            _DATA_CACHE[key] = prepare_data(
+                splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
+                self.budget, device=device, seed=self.seed,
+            )
+        return _DATA_CACHE[key]
+
+    def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
+        import torch
+
+        from nas_env.children.cnn import build_cnn, count_flops, count_params
+        from nas_env.training import train_child
+
+        device = resolve_device(self.device)
+        data = self.data(device)
+        torch.manual_seed(self.seed)
+        model = build_cnn(arch)  # type: ignore[arg-type]
+        params, flops = count_params(model), count_flops(arch, resolution=self.budget.resolution)  # type: ignore[arg-type]
+        outcome = train_child(model, data, self.budget, device=device, seed=self.seed, compile=self.compile,
+                              checkpoint_path=checkpoint_path)
+        common = {
+            "curve": tuple(outcome.val_curve),
+            "params": params,
+            "flops": flops,
+            "wall_time_s": outcome.wall_time_s,
+            "extra": {
+                "epochs_done": outcome.epochs_done,
+                "train_images_per_s": outcome.train_images_per_s,
+                "resumed_from_epoch": outcome.resumed_from_epoch,
+                "device": device,
+            },
+        }
+        if outcome.status is not Status.OK:
+            return EvalResult(status=outcome.status, reward=self.failure_reward, error=outcome.error, **common)
+        metric = float(outcome.max_recent_accuracy(self.reward_last_epochs))
+        return EvalResult(status=Status.OK, reward=reward_from_metric(metric, self.reward_shaping), metric=metric,
+                          **common)

@@ -1,0 +1,234 @@
+"""The ``nas`` command line: ``nas search`` (any agent, any executor, resumable), ``nas compare``,
+``nas report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
+ASK_TELL_AGENTS = ("reinforce", "random", "evolution")
+
+
+def _json_arg(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, value
+
+
+def _add_search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="run (or resume) an architecture search",
+        description="Search architectures with an agent; every evaluation lands in RUN_DIR/store.sqlite.",
+    )
+    p.add_argument("--env", default="NAS-CIFAR10-v0", help="registered environment id (default: %(default)s)")
+    p.add_argument("--agent", default="reinforce", choices=ASK_TELL_AGENTS + SB3_AGENTS)
+    p.add_argument("--budget", type=int, default=None,
+                   help="number of architectures to evaluate (default: 6; with --resume: the run's own, or raise it)")
+    p.add_argument("--parallel", type=int, default=None, help="evaluations in flight at once (default: 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wall-time", type=float, default=None, help="stop asking for more after this many seconds")
+    p.add_argument("--run-dir", type=Path, default=None, help="where to write the run (default: runs/<env>-<agent>-<time>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the search in RUN_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--top", type=int, default=5, help="how many of the best architectures to print")
+
+    g = p.add_argument_group("child training (NAS-CIFAR10-v0)")
+    g.add_argument(
+        "--train-budget",
+        default="auto",
+        help="preset (paper, cpu-demo, tiny; auto = paper on a GPU, cpu-demo on a CPU) or a JSON object of "
+        "TrainingBudget fields",
+    )
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--train-images", type=int, default=None)
+    g.add_argument("--resolution", type=int, default=None)
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
+    g.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: NAS_DATA_DIR, else download)")
+    g.add_argument("--layers", type=int, default=None, help="number of layers of the CNN space (default: 6)")
+    g.add_argument("--predict-strides", action="store_true", help="the paper's variant that also predicts strides")
+    g.add_argument("--curriculum", action="store_true", help="the paper's depth curriculum (6 layers, +2 every 1,600)")
+    g.add_argument("--curriculum-every", type=int, default=1600)
+    g.add_argument("--curriculum-step", type=int, default=2)
+    g.add_argument("--curriculum-max-layers", type=int, default=None)
+    g.add_argument("--env-kwargs", type=_json_arg, default=None, help="extra gym.make kwargs as a JSON object")
+    g.add_argument("--agent-kwargs", type=_json_arg, default=None, help="agent hyperparameters as a JSON object")
+
+    x = p.add_argument_group("executor (where children train)")
+    x.add_argument("--executor", choices=("local", "slurm", "inline"), default=None, help="default: local")
+    x.add_argument("--executor-config", type=Path, default=None, help="TOML or JSON file of executor settings")
+    x.add_argument("--slurm-partition", default=None)
+    x.add_argument("--gpus-per-child", type=int, default=None)
+    x.add_argument("--cpus-per-child", type=int, default=None)
+    x.add_argument("--mem-gb", type=float, default=None)
+    x.add_argument("--time-limit-min", type=int, default=None)
+    x.add_argument("--slurm-account", default=None)
+    x.add_argument("--slurm-qos", default=None)
+    x.add_argument("--max-in-flight", type=int, default=None, help="cap on jobs in flight (array parallelism)")
+    x.add_argument("--sbatch", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option, repeatable (e.g. --sbatch constraint=a100)")
+    p.set_defaults(func=_cmd_search)
+
+
+def _train_budget(args: argparse.Namespace) -> Any:
+    budget: Any = args.train_budget
+    if budget == "auto":
+        import torch
+
+        wants_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        budget = "paper" if wants_gpu else "cpu-demo"
+    elif budget.lstrip().startswith("{"):
+        budget = _json_arg(budget)
+    if any(v is not None for v in (args.epochs, args.train_images, args.resolution)):
+        from nas_env.evaluators import resolve_budget
+
+        fields = resolve_budget(budget).to_dict()
+        for name in ("epochs", "train_images", "resolution"):
+            if getattr(args, name) is not None:
+                fields[name] = getattr(args, name)
+        budget = fields
+    return budget
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if args.env == "NAS-CIFAR10-v0":
+        kwargs.update(budget=_train_budget(args), device=args.device, seed=args.seed)
+        if args.data_dir is not None:
+            kwargs["data_dir"] = args.data_dir
+    if args.env in ("NAS-CIFAR10-v0", "NAS-Synthetic-v0"):
+        if args.layers is not None:
+            kwargs["num_layers"] = args.layers
+        if args.predict_strides:
+            kwargs["predict_strides"] = True
+    kwargs.update(args.env_kwargs or {})
+    return kwargs
+
+
+def _executor(args: argparse.Namespace) -> dict[str, Any]:
+    from slurm.dispatch import ExecutorConfig
+
+    base = ExecutorConfig.from_file(args.executor_config).to_dict() if args.executor_config else {}
+    flags = {
+        "executor": args.executor,
+        "partition": args.slurm_partition,
+        "gpus_per_child": args.gpus_per_child,
+        "cpus_per_child": args.cpus_per_child,
+        "mem_gb": args.mem_gb,
+        "time_limit_min": args.time_limit_min,
+        "account": args.slurm_account,
+        "qos": args.slurm_qos,
+        "max_in_flight": args.max_in_flight if args.max_in_flight is not None else args.parallel,
+    }
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if args.sbatch:
+        base["extra_sbatch"] = {**base.get("extra_sbatch", {}), **dict(args.sbatch)}
+    base.setdefault("max_in_flight", 1)
+    return ExecutorConfig(**base).to_dict()
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    from agents.run_dir import SearchConfig
+
+    curriculum = None
+    if args.curriculum:
+        curriculum = {
+            "start_layers": args.layers or 6,
+            "step_layers": args.curriculum_step,
+            "every": args.curriculum_every,
+            "max_layers": args.curriculum_max_layers,
+        }
+    return SearchConfig(
+        env_id=args.env,
+        env_kwargs=_env_kwargs(args),
+        agent=args.agent,
+        agent_kwargs=args.agent_kwargs or {},
+        seed=args.seed,
+        budget=6 if args.budget is None else args.budget,
+        max_wall_time_s=args.wall_time,
+        executor=_executor(args),
+        curriculum=curriculum,
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from agents.run_dir import RunDir
+
+    if args.resume is not None:
+        run_dir, config = args.resume, RunDir(args.resume).read_config()
+        if args.budget is not None:  # an explicit --budget extends (or shortens) a resumed search
+            config.budget = args.budget
+    else:
+        config = _search_config(args)
+        run_dir = args.run_dir or Path("runs") / f"{args.env}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"run directory: {run_dir}")
+    print(f"env {config.env_id} {json.dumps(config.env_kwargs, sort_keys=True)}")
+    print(f"agent {config.agent}, budget {config.budget} evaluations, executor {config.executor['executor']}"
+          f" with {config.executor['max_in_flight']} in flight")
+    if config.agent in SB3_AGENTS:
+        from agents.sb3 import run_sb3_search
+
+        summary = run_sb3_search(run_dir, config, progress=not args.no_progress)
+    else:
+        from agents.search import Search
+
+        search = Search(run_dir, config)
+        try:
+            summary = search.run(progress=not args.no_progress)
+        finally:
+            search.close()
+    _print_summary(summary, config, args.top)
+    return 0 if summary.finished else 3
+
+
+def _print_summary(summary: Any, config: Any, top: int) -> None:
+    from agents.search import make_env_parts
+
+    space, _ = make_env_parts(config.env_id, config.env_kwargs)
+    state = "finished" if summary.finished else f"stopped ({summary.in_flight} still in flight; --resume to go on)"
+    print(f"\n{summary.evaluations}/{summary.budget} evaluations, {state}, {summary.wall_time_s:.1f} s")
+    print(f"{'rank':>4}  {'reward':>8}  {'val acc':>8}  {'status':<9} {'params':>9}  architecture")
+    for rank, row in enumerate(summary.best[:top], 1):
+        r = row.result
+        metric = "-" if r.metric is None else f"{r.metric:.4f}"
+        params = "-" if r.params is None else f"{r.params:,}"
+        arch = space.architecture_from_json(row.arch_json)
+        print(f"{rank:>4}  {r.reward:>8.4f}  {metric:>8}  {r.status.value:<9} {params:>9}  {arch}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search with reinforcement learning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_search_parser(sub)
+    try:
+        from evaluation.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Factories behind the registered environment ids; ``import nas_env`` registers them with Gymnasium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from nas_env.env import NASEnv
+from nas_env.evaluators import Evaluator
+from nas_env.spaces.cnn import CNNSpace
+from nas_env.store import ResultStore
+
+CIFAR10_ID = "NAS-CIFAR10-v0"
+NB201_ID = "NAS-Bench-201-v0"
+SYNTHETIC_ID = "NAS-Synthetic-v0"
+
+
+def _cnn_space(space: CNNSpace | dict[str, Any] | None, num_layers: int, predict_strides: bool) -> CNNSpace:
+    if isinstance(space, CNNSpace):
+        return space
+    if space is None:
+        return CNNSpace(num_layers=num_layers, predict_strides=predict_strides)
+    if isinstance(space, dict):
+        return CNNSpace(**space)
+    raise TypeError(f"space must be a CNNSpace or a dict of its arguments, got {type(space).__name__}")
+
+
+def make_cifar10_env(
+    space: CNNSpace | dict[str, Any] | None = None,
+    budget: Any = "paper",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    store: ResultStore | str | Path | None = None,
+    reward_shaping: str = "cube",
+    num_layers: int = 6,
+    predict_strides: bool = False,
+    compile: bool = False,
+    failure_reward: float = 0.0,
+    invalid_action: str = "wrap",
+    evaluator: Evaluator | None = None,
+    render_mode: str | None = None,
+) -> NASEnv:
+    """``NAS-CIFAR10-v0``: the paper's CNN space; the terminal step trains the child on CIFAR-10.
+
+    ``budget`` is a :class:`~nas_env.training.TrainingBudget`, a dict of its fields, or a preset name
+    (``"paper"``: 50 epochs on 45,000 images at 32x32; ``"cpu-demo"``, ``"tiny"``: see
+    :data:`nas_env.evaluators.BUDGET_PRESETS`). ``data_dir`` overrides ``NAS_DATA_DIR``; without either
+    the official archive is downloaded and verified on first use.
+    """
+    from nas_env.evaluators import TrainingEvaluator
+
+    cnn_space = _cnn_space(space, num_layers, predict_strides)
+    if evaluator is None:
+        evaluator = TrainingEvaluator(
+            budget=budget,
+            data_dir=data_dir,
+            device=device,
+            seed=seed,
+            reward_shaping=reward_shaping,
+            compile=compile,
+            failure_reward=failure_reward,
+        )
+    return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+
+
+def make_nb201_env(
+    dataset: str = "cifar10-valid",
+    fidelity: int = 200,
+    reward_shaping: str = "identity",
+    store: ResultStore | str | Path | None = None,
+    invalid_action: str = "wrap",
+    render_mode: str | None = None,
+) -> NASEnv:
+    """``NAS-Bench-201-v0``: the 6-edge cell space; the reward is looked up in the packaged table."""
+    from nas_env.spaces.nb201 import NB201Space
+    from nas_env.tabular import TabularEvaluator
+
+    evaluator = TabularEvaluator(dataset=dataset, fidelity=fidelity, reward_shaping=reward_shaping)
+    return NASEnv(NB201Space(), evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+
+
+def make_synthetic_env(
+    space: CNNSpace | dict[str, Any] | None = None,
+    num_layers: int = 6,
+    predict_strides: bool = False,
+    target_seed: int = 0,
+    store: ResultStore | str | Path | None = None,
+    invalid_action: str = "wrap",
+    render_mode: str | None = None,
+) -> NASEnv:
+    """``NAS-Synthetic-v0``: the CNN token space with a free, exactly known reward (fraction of
+    decisions equal to a hidden target architecture); for testing agents and dispatchers."""
+    from nas_env.evaluators import SyntheticEvaluator
+
+    cnn_space = _cnn_space(space, num_layers, predict_strides)
+    evaluator = SyntheticEvaluator(cnn_space, target_seed=target_seed)
+    return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+
+
+def register_envs() -> None:
+    """Register the ids (idempotent: a second import does not re-register)."""
+    for env_id, factory in (
+        (CIFAR10_ID, "make_cifar10_env"),
+        (NB201_ID, "make_nb201_env"),
+        (SYNTHETIC_ID, "make_synthetic_env"),
+    ):
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=f"nas_env.registration:{factory}", disable_env_checker=False)
