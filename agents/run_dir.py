@@ -22,14 +22,17 @@ class SearchConfig:
     seed: int = 0
     budget: int = 100  # number of evaluated architectures (each sampled architecture counts once)
     max_wall_time_s: float | None = None  # stop asking for more after this much search time
+    max_simulated_time_s: float | None = None  # tabular benchmarks: stop after this much simulated training
     executor: dict[str, Any] = dataclasses.field(default_factory=dict)  # slurm.ExecutorConfig fields
     curriculum: dict[str, Any] | None = None  # agents.curriculum.DepthCurriculum fields, or None
 
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise ValueError(f"budget must be >= 1 evaluation, got {self.budget}")
-        if self.max_wall_time_s is not None and self.max_wall_time_s <= 0:
-            raise ValueError(f"max_wall_time_s must be positive, got {self.max_wall_time_s}")
+        for name in ("max_wall_time_s", "max_simulated_time_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

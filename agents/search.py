@@ -45,10 +45,13 @@ class SearchSummary:
     in_flight: int
     best: list[StoredEvaluation] = field(default_factory=list)
     wall_time_s: float = 0.0
+    simulated_time_s: float = 0.0
+    out_of_time: bool = False
 
     @property
     def finished(self) -> bool:
-        return self.evaluations >= self.budget
+        """The budget (evaluations, or time) is spent and nothing is left in flight."""
+        return self.evaluations >= self.budget or (self.out_of_time and self.in_flight == 0)
 
 
 def make_env_parts(env_id: str, env_kwargs: dict[str, Any]) -> tuple[SearchSpace, Evaluator]:
@@ -89,11 +92,11 @@ class Search:
         self.logger = ScalarLogger(self.run_dir)
         self._proposals: dict[int, Proposal] = {}  # in flight, by proposal id
         self._waiting: dict[str, list[int]] = {}  # task key -> proposal ids waiting for that evaluation
-        self._next_id = 1
         self._num_asked = 0
         self._elapsed_before = 0.0  # search time spent by earlier driver processes
         self._session_start = time.monotonic()
         self._best = float("-inf")
+        self._simulated_s = 0.0  # simulated training time of told results (tabular benchmarks)
         self._depth: int | None = getattr(self._space_for(0), "num_layers", None)
         self._restore()
 
@@ -105,8 +108,7 @@ class Search:
         bar = tqdm(total=self.config.budget, initial=self.store.num_told(), disable=not progress, unit="eval")
         try:
             while self.store.num_told() < self.config.budget:
-                limit = self.config.max_wall_time_s
-                out_of_time = limit is not None and self.elapsed_s() >= limit
+                out_of_time = self.out_of_time()
                 if not out_of_time:
                     self._fill()
                 if self._waiting:
@@ -123,6 +125,13 @@ class Search:
                 self._checkpoint()
         return self.summary()
 
+    def out_of_time(self) -> bool:
+        """True once the wall-clock or the simulated-time budget is spent."""
+        wall, simulated = self.config.max_wall_time_s, self.config.max_simulated_time_s
+        return (wall is not None and self.elapsed_s() >= wall) or (
+            simulated is not None and self._simulated_s >= simulated
+        )
+
     def elapsed_s(self) -> float:
         """Search time so far, over every driver process of this run."""
         return self._elapsed_before + time.monotonic() - self._session_start
@@ -135,6 +144,8 @@ class Search:
             in_flight=len(self._waiting),
             best=self.store.best(k, self.fingerprint),
             wall_time_s=self.elapsed_s(),
+            simulated_time_s=self._simulated_s,
+            out_of_time=self.out_of_time(),
         )
 
     def close(self) -> None:
@@ -156,7 +167,7 @@ class Search:
             self.dispatcher.capacity(),
             self.config.budget - self.store.num_told() - sum(len(v) for v in self._waiting.values()),
         )
-        while room > 0:
+        while room > 0 and not self.out_of_time():
             space = self._space_for(self._num_asked)
             if getattr(space, "num_layers", None) != self._depth:
                 self._depth = getattr(space, "num_layers", None)
@@ -181,8 +192,7 @@ class Search:
         answered: list[tuple[int, EvalResult]] = []
         with self.store.transaction():
             for proposal in proposals:
-                pid = self._next_id
-                self._next_id += 1
+                pid = proposal.id  # the agent's own id: its checkpoint knows which ids await a reward
                 self._num_asked += 1
                 record = self._record(pid, proposal)
                 self.store.add_proposal(record)
@@ -236,6 +246,7 @@ class Search:
         seq = self.store.mark_told(pid, result, cached)
         scalars = self.agent.tell(proposal, float(result.reward))
         self._best = max(self._best, float(result.reward))
+        self._simulated_s += float(result.extra.get("simulated_train_time_s", 0.0))
         self.logger.log(
             seq,
             {
@@ -243,6 +254,7 @@ class Search:
                 "search/best_reward": self._best,
                 "search/in_flight": float(sum(len(v) for v in self._waiting.values())),
                 "search/depth": float(self._depth or 0),
+                "search/simulated_time_s": self._simulated_s,
                 "search/failed": float(not result.ok),
                 **scalars,
             },
@@ -255,10 +267,10 @@ class Search:
         torch.save(
             {
                 "agent": self.agent.state_dict(),
-                "next_id": self._next_id,
                 "num_asked": self._num_asked,
                 "depth": self._depth,
                 "elapsed_s": self.elapsed_s(),
+                "simulated_s": self._simulated_s,
             },
             buffer,
         )
@@ -269,9 +281,10 @@ class Search:
         if blob is None:
             return
         state = torch.load(io.BytesIO(blob), weights_only=False)
-        self._next_id, self._num_asked = state["next_id"], state["num_asked"]
+        self._num_asked = state["num_asked"]
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self._session_start = time.monotonic()
+        self._simulated_s = float(state.get("simulated_s", 0.0))
         self._depth = state["depth"]
         self.agent.set_space(self._space_for(max(self._num_asked - 1, 0)))
         self.agent.load_state_dict(state["agent"])

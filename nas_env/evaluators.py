@@ -60,12 +60,14 @@ class Evaluator(abc.ABC):
 
 class SyntheticEvaluator(Evaluator):
     """A cheap, exactly known reward over a real token space: the fraction of decisions that match a
-    hidden target architecture (sampled from ``target_seed``).
+    hidden target architecture (sampled from ``target_seed``). Under a depth curriculum, an
+    architecture of another depth is compared with the target of its own depth.
 
     Used to test that agents learn, and to exercise dispatchers without GPU time. It can pretend to
     train for ``epochs`` epochs of ``seconds_per_epoch`` each (saving progress to ``checkpoint_path``
-    so a preempted job resumes), and raise for the architectures whose canonical keys are in
-    ``fail_keys`` (fault injection for tests and demos).
+    so a preempted job resumes), raise for the architectures whose canonical keys are in
+    ``fail_keys`` (fault injection for tests and demos), and append one line per finished evaluation
+    to ``log_path`` (so a test can show that nothing was trained twice).
     """
 
     def __init__(
@@ -76,10 +78,12 @@ class SyntheticEvaluator(Evaluator):
         seconds_per_epoch: float = 0.0,
         fail_keys: Sequence[str] = (),
         failure_reward: float = 0.0,
+        log_path: str | Path | None = None,
     ) -> None:
         self.space = space
+        self.log_path = None if log_path is None else str(log_path)
         self.target_seed = int(target_seed)
-        self.target_tokens = space.sample_tokens(np.random.default_rng(target_seed))
+        self.target_tokens = self._target(space)
         self.epochs = int(epochs)
         self.seconds_per_epoch = float(seconds_per_epoch)
         self.fail_keys = frozenset(fail_keys)
@@ -92,15 +96,27 @@ class SyntheticEvaluator(Evaluator):
             "epochs": self.epochs,
         }
 
-    def score(self, tokens: Sequence[int]) -> float:
-        """Fraction of decisions equal to the target's."""
-        return float(np.mean(np.asarray(tokens) == np.asarray(self.target_tokens)))
+    def _target(self, space: SearchSpace) -> tuple[int, ...]:
+        # a random stream of its own, so that an agent seeded like the target does not start on it
+        return space.sample_tokens(np.random.default_rng([self.target_seed, 1611_01578]))
+
+    def _space_of(self, arch: Architecture) -> SearchSpace:
+        depth = getattr(arch, "num_layers", None)
+        if depth is not None and depth != getattr(self.space, "num_layers", depth):
+            return self.space.with_layers(depth)  # type: ignore[attr-defined]
+        return self.space
+
+    def score(self, tokens: Sequence[int], space: SearchSpace | None = None) -> float:
+        """Fraction of decisions equal to the target's (in ``space``, default the evaluator's own)."""
+        target = self.target_tokens if space is None else self._target(space)
+        return float(np.mean(np.asarray(tokens) == np.asarray(target)))
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         start = time.perf_counter()
         if self.space.key(arch) in self.fail_keys:
             raise RuntimeError(f"injected failure for architecture {self.space.key(arch)}")
-        metric = self.score(self.space.encode(arch))
+        space = self._space_of(arch)
+        metric = self.score(space.encode(arch), space)
         epoch, resumed_from = 0, 0
         path = Path(checkpoint_path) if checkpoint_path else None
         if path is not None and path.exists():
@@ -111,6 +127,9 @@ class SyntheticEvaluator(Evaluator):
             if path is not None:
                 path.write_bytes(pickle.dumps({"epoch": epoch}))
         curve = tuple(metric * (e + 1) / self.epochs for e in range(self.epochs))
+        if self.log_path is not None:
+            with open(self.log_path, "a") as log:
+                log.write(json.dumps({"key": self.space.key(arch), "resumed_from_epoch": resumed_from}) + "\n")
         return EvalResult(
             status=Status.OK,
             reward=metric,

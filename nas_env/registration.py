@@ -87,16 +87,22 @@ def make_synthetic_env(
     num_layers: int = 6,
     predict_strides: bool = False,
     target_seed: int = 0,
+    epochs: int = 1,
+    seconds_per_epoch: float = 0.0,
+    log_path: str | None = None,
     store: ResultStore | str | Path | None = None,
     invalid_action: str = "wrap",
     render_mode: str | None = None,
 ) -> NASEnv:
     """``NAS-Synthetic-v0``: the CNN token space with a free, exactly known reward (fraction of
-    decisions equal to a hidden target architecture); for testing agents and dispatchers."""
+    decisions equal to a hidden target architecture); for testing agents and dispatchers.
+    ``epochs`` x ``seconds_per_epoch`` make each evaluation take time like a real child would."""
     from nas_env.evaluators import SyntheticEvaluator
 
     cnn_space = _cnn_space(space, num_layers, predict_strides)
-    evaluator = SyntheticEvaluator(cnn_space, target_seed=target_seed)
+    evaluator = SyntheticEvaluator(
+        cnn_space, target_seed=target_seed, epochs=epochs, seconds_per_epoch=seconds_per_epoch, log_path=log_path
+    )
     return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
 
 
