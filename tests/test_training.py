@@ -1,0 +1,245 @@
+"""The fast child trainer on real CIFAR-10 images with tiny budgets: it learns, stops on divergence,
+resumes from its checkpoint, and is reproducible on CPU."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas_env.children import build_cnn
+from nas_env.data import load_cifar10, train_val_split
+from nas_env.results import Status
+from nas_env.spaces import CNNArchitecture, ConvLayer
+from nas_env.training import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    TrainingBudget,
+    TrainingOutcome,
+    crop_padding,
+    learning_rate,
+    normalize,
+    prepare_data,
+    random_crop_flip,
+    train_child,
+)
+
+# 3x3/32 | 3x3/48 stride 2 | 3x3/64 | 3x3/64 stride 2: small enough for seconds per epoch at 16x16 on CPU
+SMALL_NET = CNNArchitecture(
+    (
+        ConvLayer(3, 3, 32),
+        ConvLayer(3, 3, 48, 2, 2, inputs=(0,)),
+        ConvLayer(3, 3, 64, inputs=(1,)),
+        ConvLayer(3, 3, 64, 2, 2, inputs=(2,)),
+    )
+)
+TINY_NET = CNNArchitecture((ConvLayer(3, 3, 24), ConvLayer(3, 3, 24, 2, 2, inputs=(0,))))
+TINY = TrainingBudget(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: on a shared 2-core machine a second OpenMP thread stalls whenever the core is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_dir: Path) -> tuple[np.ndarray, ...]:
+    """Real CIFAR-10 training images cut into 4,551 train / 1,000 held-out validation images."""
+    images, labels = load_cifar10(cifar_dir, "train")
+    train_idx, val_idx = train_val_split(len(labels), num_val=1000, seed=0)
+    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
+
+
+def run(arch: CNNArchitecture, cifar, budget: TrainingBudget, seed: int = 0, **kwargs) -> TrainingOutcome:
+    data = prepare_data(*cifar, budget, seed=0)
+    torch.manual_seed(seed)
+    return train_child(build_cnn(arch), data, budget, seed=seed, **kwargs)
+
+
+# -------------------------------------------------------------------------------------- real training
+def test_small_net_learns_cifar10(cifar) -> None:
+    budget = TrainingBudget(epochs=3, train_images=4000, resolution=16, batch_size=64, lr=0.05)
+    out = run(SMALL_NET, cifar, budget)
+    print(f"val curve {out.val_curve}, {out.train_images_per_s:.0f} img/s, {out.wall_time_s:.1f} s")
+    assert out.status is Status.OK and out.error is None
+    assert out.epochs_done == 3 and len(out.val_curve) == 3
+    assert all(0.0 <= a <= 1.0 for a in out.val_curve)
+    assert out.val_curve[-1] > 0.30  # chance is 0.10; about 0.4 is typical here
+    assert out.max_recent_accuracy() == max(out.val_curve)
+    assert out.train_images_per_s > 0 and out.wall_time_s > 0
+
+
+def test_divergence_stops_at_once(cifar) -> None:
+    budget = TrainingBudget(epochs=5, train_images=512, val_images=100, resolution=8, batch_size=32, lr=1e6)
+    out = run(TINY_NET, cifar, budget)
+    assert out.status is Status.DIVERGED
+    assert "non-finite" in out.error
+    assert out.epochs_done < budget.epochs and len(out.val_curve) == out.epochs_done
+
+
+# -------------------------------------------------------------------------------------- checkpointing
+def test_checkpoint_then_resume_with_more_epochs(cifar, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt" / "child.pt"
+    first = run(TINY_NET, cifar, TINY, checkpoint_path=path)
+    assert first.status is Status.OK and first.resumed_from_epoch == 0 and path.exists()
+    assert [p.name for p in path.parent.iterdir()] == ["child.pt"]  # no temp file left behind
+
+    longer = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
+    second = run(TINY_NET, cifar, longer, checkpoint_path=path)
+    assert second.status is Status.OK
+    assert second.resumed_from_epoch == 2
+    assert second.epochs_done == 3 and len(second.val_curve) == 3
+    assert second.val_curve[:2] == first.val_curve
+
+    other = TrainingBudget.from_dict({**TINY.to_dict(), "lr": 0.01})
+    with pytest.raises(ValueError, match="lr"):
+        run(TINY_NET, cifar, other, checkpoint_path=path)
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_resume_after_preemption_is_exact(cifar, tmp_path: Path) -> None:
+    """A job killed after epoch 1 and restarted ends with the same curve and weights as an uninterrupted one."""
+    budget = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
+    data = prepare_data(*cifar, budget, seed=0)
+
+    torch.manual_seed(0)
+    straight_model = build_cnn(TINY_NET)
+    straight = train_child(straight_model, data, budget, seed=3)
+
+    def kill_after_first_epoch(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise Preempted
+
+    path = tmp_path / "child.pt"
+    torch.manual_seed(0)
+    with pytest.raises(Preempted):
+        train_child(build_cnn(TINY_NET), data, budget, seed=3, checkpoint_path=path, log=kill_after_first_epoch)
+    torch.manual_seed(0)
+    resumed_model = build_cnn(TINY_NET)
+    resumed = train_child(resumed_model, data, budget, seed=3, checkpoint_path=path)
+
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.val_curve == straight.val_curve
+    for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+# -------------------------------------------------------------------------------------- determinism
+def test_same_seed_same_curve_and_weights(cifar) -> None:
+    data = prepare_data(*cifar, TINY, seed=0)
+    models, outcomes = [], []
+    for seed in (5, 5, 6):
+        torch.manual_seed(0)
+        models.append(build_cnn(TINY_NET))
+        outcomes.append(train_child(models[-1], data, TINY, seed=seed))
+    assert outcomes[0].val_curve == outcomes[1].val_curve
+    assert all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()))
+    # another seed shuffles and augments differently
+    assert not all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[2].state_dict().values()))
+
+
+# -------------------------------------------------------------------------------------- pieces
+def test_random_crop_flip_is_a_crop_of_the_padded_image_or_its_mirror() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    p = 2
+    out = random_crop_flip(images, gen, p)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    padded = torch.nn.functional.pad(images, (p, p, p, p))
+    seen = set()
+    for k in range(len(images)):
+        found = [
+            (dy, dx, flip)
+            for dy, dx, flip in itertools.product(range(2 * p + 1), range(2 * p + 1), (False, True))
+            if torch.equal(out[k], (lambda c: c.flip(-1) if flip else c)(padded[k, :, dy : dy + 8, dx : dx + 8]))
+        ]
+        assert found, f"image {k} is not a (flipped) crop"
+        seen.update(found)
+    assert {f for _, _, f in seen} == {False, True}
+    assert len({(dy, dx) for dy, dx, _ in seen}) > 10  # offsets vary
+    again = random_crop_flip(images, torch.Generator().manual_seed(0), p)
+    assert torch.equal(out, again)
+
+
+def test_normalize_uses_cifar_statistics() -> None:
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor(CIFAR10_MEAN)) / torch.tensor(CIFAR10_STD)
+    torch.testing.assert_close(normalize(x)[0, :, 0, 0], expected)
+
+
+def test_prepare_data_subsets_and_downsamples(cifar) -> None:
+    budget = TrainingBudget(train_images=300, val_images=50, resolution=16)
+    data = prepare_data(*cifar, budget, seed=1)
+    assert data.train_images.shape == (300, 3, 16, 16) and data.val_images.shape == (50, 3, 16, 16)
+    assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
+    assert data.train_images.is_contiguous(memory_format=torch.channels_last)
+    assert data.resolution == 16 and data.num_train == 300 and data.num_val == 50
+    again = prepare_data(*cifar, budget, seed=1)
+    assert torch.equal(data.train_images, again.train_images)
+    # the antialiased downsample keeps each image's mean colour
+    full = prepare_data(*cifar, TrainingBudget(train_images=300, val_images=50), seed=1)
+    diff = (full.train_images.float().mean((2, 3)) - data.train_images.float().mean((2, 3))).abs()
+    assert diff.max() < 2.0
+    with pytest.raises(ValueError, match="resolution"):
+        prepare_data(*cifar, TrainingBudget(resolution=64), seed=1)
+    with pytest.raises(ValueError, match="train_images"):
+        prepare_data(*cifar, TrainingBudget(train_images=10**6), seed=1)
+
+
+def test_budget_validation_names_the_field() -> None:
+    for field, value in [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("train_images", 0),
+        ("resolution", -1),
+        ("batch_size", True),
+        ("lr", 0.0),
+        ("lr", math.inf),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("label_smoothing", 1.0),
+        ("lr_schedule", "step"),
+        ("nesterov", 1),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            TrainingBudget(**{field: value})
+    with pytest.raises(ValueError, match="nesterov"):
+        TrainingBudget(momentum=0.0)
+    with pytest.raises(ValueError, match="unknown"):
+        TrainingBudget.from_dict({"epochs": 3, "learning_rate": 0.1})
+    budget = TrainingBudget(epochs=3, train_images=100, resolution=16)
+    assert TrainingBudget.from_dict(budget.to_dict()) == budget
+    paper = TrainingBudget()
+    assert (paper.epochs, paper.lr, paper.momentum, paper.weight_decay, paper.nesterov) == (50, 0.1, 0.9, 1e-4, True)
+
+
+def test_learning_rate_schedule_and_crop_padding() -> None:
+    budget = TrainingBudget(lr=0.1)
+    assert learning_rate(budget, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(budget, 50, 100) == pytest.approx(0.05)
+    assert learning_rate(budget, 100, 100) == pytest.approx(0.0)
+    assert learning_rate(TrainingBudget(lr_schedule="constant"), 70, 100) == 0.1
+    assert (crop_padding(32), crop_padding(16), crop_padding(8)) == (4, 2, 1)
+
+
+def test_data_on_another_device_is_refused(cifar) -> None:
+    data = prepare_data(*cifar, TINY, seed=0)
+    with pytest.raises(ValueError, match="training was asked on meta"):
+        train_child(build_cnn(TINY_NET), data, TINY, device="meta")
+
+
+def test_bf16_autocast_runs_on_cpu(cifar) -> None:
+    out = run(TINY_NET, cifar, TINY, amp=True)
+    assert out.status is Status.OK and len(out.val_curve) == 2
