@@ -92,6 +92,7 @@ class Search:
         self.logger = ScalarLogger(self.run_dir)
         self._proposals: dict[int, Proposal] = {}  # in flight, by proposal id
         self._waiting: dict[str, list[int]] = {}  # task key -> proposal ids waiting for that evaluation
+        self._unsubmitted: list[Task] = []  # tasks waiting for room in the dispatcher
         self._num_asked = 0
         self._elapsed_before = 0.0  # search time spent by earlier driver processes
         self._session_start = time.monotonic()
@@ -161,8 +162,19 @@ class Search:
             raise ValueError(f"the depth curriculum needs a space with layers, not {type(self.base_space).__name__}")
         return self.base_space.with_layers(self.curriculum.depth(num_asked))  # type: ignore[attr-defined]
 
+    def _submit(self, tasks: list[Task]) -> None:
+        """Queue tasks and send as many as the dispatcher has room for (one job array)."""
+        self._unsubmitted += tasks
+        n = min(len(self._unsubmitted), self.dispatcher.capacity())
+        if n == 0:
+            return
+        batch, self._unsubmitted = self._unsubmitted[:n], self._unsubmitted[n:]
+        job_ids = self.dispatcher.submit(batch)
+        self.store.set_job_ids({self._waiting[t.key][0]: job for t, job in zip(batch, job_ids)})
+
     def _fill(self) -> None:
         """Ask for as many architectures as the dispatcher has room for and the budget allows."""
+        self._submit([])  # first, work queued at resume beyond the in-flight cap
         room = min(
             self.dispatcher.capacity(),
             self.config.budget - self.store.num_told() - sum(len(v) for v in self._waiting.values()),
@@ -178,12 +190,7 @@ class Search:
             if self.curriculum is not None:
                 n = min(n, self.curriculum.every - self._num_asked % self.curriculum.every)
             proposals = self.agent.ask(n)
-            to_submit = self._register(proposals)
-            if to_submit:
-                job_ids = self.dispatcher.submit(to_submit)
-                self.store.set_job_ids(
-                    {pid: job for task, job in zip(to_submit, job_ids) for pid in self._waiting[task.key][:1]}
-                )
+            self._submit(self._register(proposals))
             room -= len(proposals)
 
     def _register(self, proposals: list[Proposal]) -> list[Task]:
@@ -316,8 +323,4 @@ class Search:
                 self._checkpoint()
         if reattach:
             self.dispatcher.reattach(reattach)
-        if to_submit:
-            job_ids = self.dispatcher.submit(to_submit)
-            self.store.set_job_ids(
-                {self._waiting[t.key][0]: job for t, job in zip(to_submit, job_ids)}
-            )
+        self._submit(to_submit)

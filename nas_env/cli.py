@@ -80,6 +80,7 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--time-limit-min", type=int, default=None)
     x.add_argument("--slurm-account", default=None)
     x.add_argument("--slurm-qos", default=None)
+    x.add_argument("--slurm-job-name", default=None, help="SLURM job name of the children (default: nas-child)")
     x.add_argument("--max-in-flight", type=int, default=None, help="cap on jobs in flight (array parallelism)")
     x.add_argument("--sbatch", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra sbatch option, repeatable (e.g. --sbatch constraint=a100)")
@@ -134,6 +135,7 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
         "time_limit_min": args.time_limit_min,
         "account": args.slurm_account,
         "qos": args.slurm_qos,
+        "job_name": args.slurm_job_name,
         "max_in_flight": args.max_in_flight if args.max_in_flight is not None else args.parallel,
     }
     base.update({k: v for k, v in flags.items() if v is not None})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -27,3 +28,16 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def cifar_dir(data_root: Path) -> Path:
     return data_root / "cifar10-subset"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real one-node SLURM (munge, MariaDB, slurmdbd, slurmctld, slurmd) for the whole session; yields
+    its slurm.conf, also exported as SLURM_CONF. Skipped only when the Debian packages are missing."""
+    from slurm.testing import local_cluster, slurm_packages_missing
+
+    missing = slurm_packages_missing()
+    if missing:
+        pytest.skip(f"SLURM packages not installed (missing {missing}): run slurm/cluster/install-debian.sh")
+    with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as conf:
+        yield conf

@@ -1,0 +1,94 @@
+"""What every executor backend offers the dispatcher: submit, rebuild, refresh, read outcomes, cancel.
+
+A backend turns job functions into jobs and jobs into results. The dispatcher keeps the book-keeping
+(which key runs as which job) in :class:`JobRecord` s and calls :meth:`Backend.refresh` at most once
+per poll interval, so one status query covers every job in flight.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from submitit.core.utils import DelayedSubmission
+
+from nas_env.results import EvalResult
+from slurm.config import ExecutorConfig
+from slurm.job import EvaluateTask
+
+
+class SubmissionError(RuntimeError):
+    """The scheduler refused a batch (e.g. sbatch failed); its tasks end as NOT_STARTED."""
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """One task in flight: its key, its job and what the dispatcher has seen of it so far."""
+
+    key: str
+    job_id: str
+    job: Any  # submitit.Job, or None where the backend has no job object (inline)
+    failure_reward: float = 0.0
+    submitted_at: float = dataclasses.field(default_factory=time.time)
+    cancelled: bool = False
+    missing_since: float | None = None  # the scheduler did not know the job (first seen so)
+    ended_since: float | None = None  # a final state was seen but no result pickle yet
+
+    def age(self, now: float) -> float:
+        return now - self.submitted_at
+
+
+class Backend(abc.ABC):
+    """One executor kind (``local``, ``slurm``, ``inline``) over a folder of job files."""
+
+    #: least seconds between two :meth:`refresh` calls (the dispatcher enforces it)
+    refresh_interval_s: float = 1.0
+
+    def __init__(self, config: ExecutorConfig, folder: Path) -> None:
+        self.config = config
+        self.folder = folder
+        self.refresh_interval_s = float(config.poll_interval_s)
+        #: status queries made so far (one per refresh at most, whatever the number of jobs)
+        self.calls = 0
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise ``ClusterConfigError`` if children cannot run with these settings."""
+
+    @abc.abstractmethod
+    def submit(self, functions: Sequence[EvaluateTask]) -> list[tuple[str, Any]]:
+        """Submit the functions as one batch (job array); ``(job_id, job)`` per function, in order.
+        Raises :class:`SubmissionError` when the scheduler refuses the batch."""
+
+    @abc.abstractmethod
+    def attach(self, job_id: str) -> tuple[Any, EvaluateTask | None]:
+        """Rebuild the job of ``job_id`` from the folder; also its job function if its pickle is there."""
+
+    @abc.abstractmethod
+    def refresh(self, records: Sequence[JobRecord]) -> None:
+        """Update the state of every job in ``records`` with at most one scheduler query."""
+
+    @abc.abstractmethod
+    def outcome(self, record: JobRecord, now: float) -> EvalResult | None:
+        """The result of a finished job (from the last refresh), or None while it may still run."""
+
+    @abc.abstractmethod
+    def cancel(self, record: JobRecord) -> None:
+        """Ask the job to stop; its CANCELLED result arrives through :meth:`outcome`."""
+
+    def close(self) -> None:
+        """Release what the backend holds in this process (running jobs are left alone)."""
+
+
+def load_function(submitted_pickle: Path) -> EvaluateTask | None:
+    """The job function pickled at submission (None if missing or not one of ours)."""
+    if not submitted_pickle.exists():
+        return None
+    try:
+        function = DelayedSubmission.load(submitted_pickle).function
+    except Exception:  # noqa: BLE001 - a corrupt or foreign pickle is just "unknown"
+        return None
+    return function if isinstance(function, EvaluateTask) else None

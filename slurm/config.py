@@ -1,0 +1,144 @@
+"""Resources and limits for dispatching children: one frozen :class:`ExecutorConfig`, from CLI flags or a file.
+
+The same settings drive every executor (``local``, ``slurm``, ``inline``); the SLURM-only fields are
+ignored by the others. A config round-trips through ``to_dict`` / ``from_dict`` and is written into the
+run directory so a resumed run dispatches with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+#: the executors a :class:`~slurm.dispatch.Dispatcher` knows, the default first
+EXECUTORS: tuple[str, ...] = ("local", "slurm", "inline")
+
+
+class ClusterConfigError(RuntimeError):
+    """The executor settings or the cluster cannot run children (raised by ``Dispatcher.check()``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """Where and with what resources each child (one architecture to train) runs.
+
+    ``max_in_flight`` caps the jobs submitted but not yet collected, and is also the job-array
+    parallelism on SLURM. ``extra_sbatch`` adds raw ``#SBATCH --key=value`` lines (e.g.
+    ``{"constraint": "a100"}``). ``max_requeues`` bounds the requeues after a time-out signal (submitit
+    counts a preemption as a time-out too when the time limit is under ~12 min). ``poll_interval_s`` is
+    the least time between two scheduler queries. ``job_name`` is the SLURM job name of every child.
+
+    The local executor uses ``time_limit_min``, ``max_requeues`` and ``gpus_per_child`` (each child sees
+    GPUs ``0..gpus_per_child-1`` through CUDA_VISIBLE_DEVICES; 0 hides all GPUs); the resource fields
+    only matter on SLURM.
+    """
+
+    executor: str = "local"
+    partition: str | None = None
+    gpus_per_child: int = 0
+    cpus_per_child: int = 1
+    mem_gb: float | None = None
+    time_limit_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    max_in_flight: int = 8
+    extra_sbatch: dict[str, str] = dataclasses.field(default_factory=dict)
+    poll_interval_s: float = 1.0
+    max_requeues: int = 3
+    job_name: str = "nas-child"
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; choose one of {list(EXECUTORS)}")
+        for name in ("gpus_per_child", "max_requeues"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("cpus_per_child", "time_limit_min", "max_in_flight"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mem_gb is not None and float(self.mem_gb) <= 0:
+            raise ValueError(f"mem_gb must be > 0 or None, got {self.mem_gb}")
+        if float(self.poll_interval_s) <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        if not isinstance(self.extra_sbatch, Mapping):
+            raise ValueError(f"extra_sbatch must be a mapping of sbatch option -> value, got {self.extra_sbatch!r}")
+        object.__setattr__(self, "extra_sbatch", {str(k): str(v) for k, v in self.extra_sbatch.items()})
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready data; ``from_dict(to_dict())`` gives an equal config."""
+        d = dataclasses.asdict(self)
+        d["extra_sbatch"] = dict(self.extra_sbatch)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExecutorConfig":
+        """Build from a mapping; unknown keys are an error naming them (typos must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown executor config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ExecutorConfig":
+        """Read a ``.toml`` or ``.json`` file; a TOML file may hold the keys at top level or under ``[executor]``."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ValueError(f"executor config {path} must end in .toml or .json")
+        if isinstance(data.get("executor"), Mapping):  # [executor] table
+            data = data["executor"]
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "ExecutorConfig":
+        """A copy with some fields changed (the config is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ command line
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add ``--executor``, ``--partition``, ... and ``--executor-config FILE`` to a CLI parser."""
+        g = parser.add_argument_group("dispatch (where children train)")
+        g.add_argument("--executor-config", type=Path, default=None, help="TOML/JSON file with these settings")
+        g.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default), slurm or inline")
+        g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+        g.add_argument("--gpus-per-child", type=int, default=None)
+        g.add_argument("--cpus-per-child", type=int, default=None)
+        g.add_argument("--mem-gb", type=float, default=None)
+        g.add_argument("--time-limit-min", type=int, default=None)
+        g.add_argument("--account", default=None)
+        g.add_argument("--qos", default=None)
+        g.add_argument("--max-in-flight", type=int, default=None, help="children running at once")
+        g.add_argument("--poll-interval-s", type=float, default=None)
+        g.add_argument("--max-requeues", type=int, default=None)
+        g.add_argument(
+            "--sbatch", action="append", default=None, metavar="KEY=VALUE", help="extra #SBATCH option (repeatable)"
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ExecutorConfig":
+        """The config file (if any), overridden by the flags that were given."""
+        config = cls.from_file(args.executor_config) if getattr(args, "executor_config", None) else cls()
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None and f.name != "extra_sbatch":
+                changes[f.name] = value
+        if getattr(args, "sbatch", None):
+            extra = dict(config.extra_sbatch)
+            for item in args.sbatch:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ValueError(f"--sbatch expects KEY=VALUE, got {item!r}")
+                extra[key.lstrip("-")] = value
+            changes["extra_sbatch"] = extra
+        return config.replace(**changes) if changes else config

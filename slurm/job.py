@@ -1,0 +1,83 @@
+"""The function every child job runs: evaluate one architecture, checkpointing to a file of its own.
+
+It is a small importable :class:`submitit.helpers.Checkpointable`: on a preemption or time-out signal
+submitit calls :meth:`checkpoint`, which requeues the same call; the evaluator then resumes from the
+checkpoint file it has been writing (see ``Evaluator.evaluate(arch, checkpoint_path)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import types
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+
+from nas_env.evaluators import Evaluator
+from nas_env.results import EvalResult
+from nas_env.spaces.base import Architecture
+
+
+def checkpoint_path(folder: str | Path, key: str) -> Path:
+    """The checkpoint file of the task ``key`` under the dispatcher folder (stable across driver restarts).
+
+    Deleted when the task succeeds; kept after a failure, so a resubmission of the same key resumes.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)[:40].strip("-.") or "task"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(folder) / "checkpoints" / f"{slug}-{digest}.ckpt"
+
+
+def handle_preemption_once() -> None:
+    """Let submitit's checkpoint-and-requeue signal handler run at most once in this job process.
+
+    SLURM signals every process of a job step, and 22.05 delivers a step signal twice to an array
+    task whose siblings are pending. A repeat would re-enter submitit's handler or kill the
+    ``scontrol requeue`` it runs, and a requeued run would end as a failure. So the first signal
+    switches the preemption signal (and SIGTERM, which submitit only logs) to SIG_IGN, which the
+    ``scontrol`` child inherits, before handing over to submitit.
+    """
+    try:
+        sig = JobEnvironment._usr_sig()
+        handler = signal.getsignal(sig)
+    except (RuntimeError, ValueError):
+        return
+    if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+        return  # not submitit's handler: not inside a submitit job, or already wrapped
+
+    def once(signum: int, frame: types.FrameType | None) -> Any:
+        for repeat in (signum, signal.SIGTERM):
+            signal.signal(repeat, signal.SIG_IGN)
+        return handler(signum, frame)
+
+    try:
+        signal.signal(sig, once)
+    except ValueError:  # not the main thread
+        pass
+
+
+class EvaluateTask(submitit.helpers.Checkpointable):
+    """``evaluator.evaluate(arch, checkpoint_path=...)`` as a picklable, requeueable job function."""
+
+    def __init__(self, key: str, evaluator: Evaluator, arch: Architecture, checkpoint_path: str) -> None:
+        self.key = key
+        self.evaluator = evaluator
+        self.arch = arch
+        self.checkpoint_path = checkpoint_path
+
+    def __call__(self) -> EvalResult:
+        """Run inside a submitit job (local subprocess or SLURM)."""
+        handle_preemption_once()
+        return self.evaluate()
+
+    def evaluate(self) -> EvalResult:
+        """The evaluation itself, without touching signal handlers (the inline executor calls this)."""
+        Path(self.checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
+        return self.evaluator.evaluate(self.arch, checkpoint_path=self.checkpoint_path)
+
+    def __repr__(self) -> str:
+        return f"EvaluateTask(key={self.key!r}, evaluator={type(self.evaluator).__name__})"

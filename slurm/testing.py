@@ -1,0 +1,118 @@
+"""Test helpers: start a real one-node SLURM cluster in a folder for the duration of a ``with`` block.
+
+``local_cluster(dir)`` runs ``slurm/cluster/start.sh`` on free ports, points ``SLURM_CONF`` at it and runs
+``stop.sh`` on exit; ``simulate_preemption(job_id)`` preempts a running job. ``slurm_packages_missing()``
+says which daemons are absent (the tests skip then; ``slurm/cluster/install-debian.sh`` installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+CLUSTER_SCRIPTS = Path(__file__).resolve().parent / "cluster"
+
+#: programs from the Debian packages slurmctld, slurmd, slurm-client, munge, slurmdbd, mariadb-server
+REQUIRED_PROGRAMS = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "munged", "mariadbd", "mariadb-install-db")
+
+
+def _find(program: str) -> str | None:
+    return shutil.which(program) or next(
+        (str(p) for p in (Path("/usr/sbin") / program, Path("/sbin") / program) if p.exists()), None
+    )
+
+
+def slurm_packages_missing() -> list[str]:
+    """The programs of a local SLURM cluster that are not installed (empty: all there)."""
+    return [p for p in REQUIRED_PROGRAMS if _find(p) is None]
+
+
+def slurm_packages_installed() -> bool:
+    """Whether the Debian packages for :func:`local_cluster` are installed."""
+    return not slurm_packages_missing()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def simulate_preemption(job_id: str, timeout_s: float = 30.0) -> None:
+    """Send a running SLURM job what a preemption sends (SIGTERM, then submitit's USR2), like submitit's
+    ``SlurmJob._interrupt()``, but addressed to the job's step ``<raw id>.0``.
+
+    SLURM 22.05 refuses ``scancel --signal`` on an array task while two or more of its siblings are
+    still pending ("Job can not be altered now"); signalling the step works in every case.
+    """
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    raw = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%A"], capture_output=True, text=True, timeout=timeout_s, check=True
+    ).stdout.split()
+    if not raw:
+        raise RuntimeError(f"SLURM job {job_id} is not in the queue")
+    for sig in ("SIGTERM", SlurmJobEnvironment.USR_SIG):
+        subprocess.run(["scancel", "--signal", sig, f"{raw[0]}.0"], check=True, timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def local_cluster(directory: str | Path, start_timeout_s: float = 120.0) -> Iterator[Path]:
+    """Start munged, MariaDB, slurmdbd, slurmctld and slurmd under ``directory``; yield the SLURM_CONF path.
+
+    ``os.environ["SLURM_CONF"]`` points at the cluster inside the block (jobs inherit it) and is restored
+    after; the daemons are stopped on exit, also after an error. Needs root.
+    """
+    directory = Path(directory).absolute()
+    ctld, slurmd, dbd, mariadb = free_ports(4)
+    env = {
+        **os.environ,
+        "SLURMCTLD_PORT": str(ctld),
+        "SLURMD_PORT": str(slurmd),
+        "SLURMDBD_PORT": str(dbd),
+        "MARIADB_PORT": str(mariadb),
+    }
+    env.pop("SLURM_CONF", None)
+    start = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPTS / "start.sh"), str(directory)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=start_timeout_s,
+        check=False,
+    )
+    conf = directory / "etc" / "slurm.conf"
+    try:
+        if start.returncode != 0:
+            raise RuntimeError(f"slurm/cluster/start.sh failed (rc {start.returncode}):\n{start.stderr}")
+        previous = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(conf)
+        try:
+            yield conf
+        finally:
+            if previous is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = previous
+    finally:
+        subprocess.run(
+            ["bash", str(CLUSTER_SCRIPTS / "stop.sh"), str(directory)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )

@@ -1,0 +1,342 @@
+"""The Dispatcher on the ``local`` (subprocesses) and ``inline`` executors: no SLURM needed.
+
+Children are SyntheticEvaluator evaluations that sleep a little per "epoch", so the tests exercise
+real job processes, files and signals in a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas_env.evaluators import SyntheticEvaluator
+from nas_env.results import Status
+from nas_env.spaces.cnn import CNNSpace
+from slurm import Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path
+from slurm import faults
+from slurm.check import parse_time_limit
+from slurm.local_backend import controller_alive
+
+EXECUTORS = ["local", "inline"]
+SPACE = CNNSpace(num_layers=3)
+
+
+def archs(n: int, offset: int = 0) -> list:
+    """``n`` architectures with distinct keys (seeded)."""
+    out, seen, seed = [], set(), offset
+    while len(out) < n:
+        arch = SPACE.sample(seed)
+        seed += 1
+        if SPACE.key(arch) not in seen:
+            seen.add(SPACE.key(arch))
+            out.append(arch)
+    return out
+
+
+def expected_reward(evaluator: SyntheticEvaluator, arch) -> float:
+    return evaluator.score(SPACE.encode(arch))
+
+
+def collect(dispatcher: Dispatcher, n: int, timeout: float = 60.0) -> dict[str, Completed]:
+    """Wait for ``n`` results; fail with what arrived if they do not come in time."""
+    done: dict[str, Completed] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < deadline:
+        for c in dispatcher.wait(timeout=max(0.0, deadline - time.monotonic())):
+            assert c.key not in done, f"{c.key} completed twice"
+            done[c.key] = c
+    assert len(done) == n, f"only {sorted(done)} of {n} completed; in flight: {dispatcher.in_flight()}"
+    return done
+
+
+def job_pickles(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*_submitted.pkl"))
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def make(executor: str, folder: Path, **overrides) -> Dispatcher:
+    config = ExecutorConfig(**{"executor": executor, "poll_interval_s": 0.2, "time_limit_min": 5, **overrides})
+    dispatcher = Dispatcher(config, folder)
+    dispatcher.check()
+    return dispatcher
+
+
+def test_batch_completes_with_correct_rewards(executor: str, tmp_path: Path) -> None:
+    evaluator = SyntheticEvaluator(SPACE, target_seed=3, epochs=2, seconds_per_epoch=0.05)
+    children = archs(8)
+    dispatcher = make(executor, tmp_path, max_in_flight=8)
+    tasks = [Task(f"child-{i}", evaluator, arch) for i, arch in enumerate(children)]
+    ids = dispatcher.submit(tasks)
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert dispatcher.in_flight() == {t.key: i for t, i in zip(tasks, ids)}
+    assert dispatcher.capacity() == 0
+
+    done = collect(dispatcher, 8)
+    for i, arch in enumerate(children):
+        c = done[f"child-{i}"]
+        assert c.result.status is Status.OK, c.result.error
+        assert c.result.reward == pytest.approx(expected_reward(evaluator, arch))
+        assert c.job_id == ids[i] == c.result.job_id
+        assert len(c.result.curve) == 2
+        assert not checkpoint_path(dispatcher.folder, c.key).exists()  # cleaned after success
+    assert dispatcher.in_flight() == {} and dispatcher.capacity() == 8
+    assert dispatcher.poll() == []
+
+
+def test_raising_child_is_failed_with_traceback(executor: str, tmp_path: Path) -> None:
+    children = archs(3)
+    evaluator = SyntheticEvaluator(
+        SPACE, target_seed=1, epochs=1, seconds_per_epoch=0.0, fail_keys=[SPACE.key(children[1])], failure_reward=-1.0
+    )
+    dispatcher = make(executor, tmp_path)
+    dispatcher.submit([Task(f"c{i}", evaluator, a) for i, a in enumerate(children)])
+    done = collect(dispatcher, 3)
+    bad = done["c1"].result
+    assert bad.status is Status.FAILED
+    assert bad.reward == -1.0
+    assert "Traceback" in bad.error and "RuntimeError: injected failure" in bad.error
+    assert done["c0"].result.ok and done["c2"].result.ok
+
+
+def test_cancel_local_job(tmp_path: Path) -> None:
+    evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=100, seconds_per_epoch=0.1)  # 10 s unless cancelled
+    quick = SyntheticEvaluator(SPACE, target_seed=0, epochs=1, seconds_per_epoch=0.0)
+    slow_arch, quick_arch = archs(2)
+    dispatcher = make("local", tmp_path)
+    dispatcher.submit([Task("slow", evaluator, slow_arch), Task("quick", quick, quick_arch)])
+    ckpt = checkpoint_path(dispatcher.folder, "slow")
+    deadline = time.monotonic() + 30
+    while not ckpt.exists() and time.monotonic() < deadline:  # running and training
+        time.sleep(0.05)
+    assert ckpt.exists()
+    pid = int(dispatcher.in_flight()["slow"].rsplit("-", 1)[1])
+    start = time.monotonic()
+    dispatcher.cancel("slow")
+    done = collect(dispatcher, 2, timeout=20)
+    assert time.monotonic() - start < 15  # SIGINT, then SIGKILL after 1 s, then one poll
+    assert done["slow"].result.status is Status.CANCELLED
+    assert done["slow"].result.reward == evaluator.failure_reward
+    assert done["quick"].result.ok
+    assert not controller_alive(pid)
+    with pytest.raises(KeyError):
+        dispatcher.cancel("slow")  # no longer in flight
+
+
+def test_max_in_flight_is_respected(executor: str, tmp_path: Path) -> None:
+    evaluator = SyntheticEvaluator(SPACE, target_seed=2, epochs=2, seconds_per_epoch=0.05)
+    children = archs(6)
+    dispatcher = make(executor, tmp_path, max_in_flight=3)
+    with pytest.raises(ValueError, match="capacity"):
+        dispatcher.submit([Task(f"x{i}", evaluator, a) for i, a in enumerate(children[:4])])
+    assert dispatcher.in_flight() == {} and job_pickles(tmp_path) == []
+
+    queue = [Task(f"x{i}", evaluator, a) for i, a in enumerate(children)]
+    done: dict[str, Completed] = {}
+    most = 0
+    deadline = time.monotonic() + 60
+    while len(done) < len(children) and time.monotonic() < deadline:
+        n = dispatcher.capacity()
+        if queue and n:
+            batch, queue = queue[:n], queue[n:]
+            dispatcher.submit(batch)
+        most = max(most, len(dispatcher.in_flight()))
+        assert dispatcher.capacity() == 3 - len(dispatcher.in_flight())
+        if queue:
+            with pytest.raises(ValueError):
+                dispatcher.submit(queue[: dispatcher.capacity() + 1])
+        done.update((c.key, c) for c in dispatcher.wait(timeout=10))
+    assert len(done) == 6 and all(c.result.ok for c in done.values())
+    assert most == 3
+    assert len(job_pickles(tmp_path)) == 6  # each child submitted exactly once
+
+
+def test_duplicate_key_is_refused(tmp_path: Path) -> None:
+    evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=1)
+    a, b = archs(2)
+    dispatcher = make("inline", tmp_path)
+    with pytest.raises(ValueError, match="already in flight or repeated"):
+        dispatcher.submit([Task("same", evaluator, a), Task("same", evaluator, b)])
+    dispatcher.submit([Task("same", evaluator, a)])
+    with pytest.raises(ValueError, match="already in flight"):
+        dispatcher.submit([Task("same", evaluator, b)])
+
+
+def test_reattach_collects_without_resubmitting(executor: str, tmp_path: Path) -> None:
+    evaluator = SyntheticEvaluator(SPACE, target_seed=4, epochs=3, seconds_per_epoch=0.1)
+    children = archs(5)
+    first = make(executor, tmp_path, max_in_flight=5)
+    ids = first.submit([Task(f"r{i}", evaluator, a) for i, a in enumerate(children)])
+    pending = first.in_flight()
+    assert sorted(pending.values()) == sorted(ids)
+    pickles = job_pickles(tmp_path)
+    del first  # the driver goes away without cancelling anything
+
+    second = Dispatcher(ExecutorConfig(executor=executor, poll_interval_s=0.2), tmp_path)
+    second.reattach(pending)
+    assert second.in_flight() == pending
+    done = collect(second, 5)
+    assert {k: c.job_id for k, c in done.items()} == pending
+    for i, arch in enumerate(children):
+        assert done[f"r{i}"].result.ok
+        assert done[f"r{i}"].result.reward == pytest.approx(expected_reward(evaluator, arch))
+    assert job_pickles(tmp_path) == pickles  # nothing was submitted again
+
+
+def test_reattach_unknown_job_is_not_started(executor: str, tmp_path: Path) -> None:
+    dispatcher = make(executor, tmp_path)
+    bogus = "deadbeef-4194999" if executor == "local" else "inline-000000000000"
+    dispatcher.reattach({"ghost": bogus, "malformed": "no-such-id-x"})
+    done = collect(dispatcher, 2, timeout=10)
+    assert {c.result.status for c in done.values()} == {Status.NOT_STARTED}
+    assert done["ghost"].job_id == bogus
+
+
+DRIVER = """
+import json, sys, time
+from nas_env.evaluators import SyntheticEvaluator
+from nas_env.spaces.cnn import CNNSpace
+from slurm import Dispatcher, ExecutorConfig, Task
+space = CNNSpace(num_layers=3)
+evaluator = SyntheticEvaluator(space, target_seed=5, epochs=4, seconds_per_epoch=0.5)
+folder, mapping = sys.argv[1], sys.argv[2]
+dispatcher = Dispatcher(ExecutorConfig(executor="local", max_in_flight=4), folder)
+dispatcher.submit([Task(f"d{i}", evaluator, space.sample(100 + i)) for i in range(4)])
+with open(mapping + ".tmp", "w") as f:
+    json.dump(dispatcher.in_flight(), f)
+import os; os.replace(mapping + ".tmp", mapping)
+time.sleep(600)
+"""
+
+
+def test_local_jobs_survive_a_killed_driver(tmp_path: Path) -> None:
+    folder, mapping = tmp_path / "jobs", tmp_path / "in_flight.json"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(folder), str(mapping)])
+    try:
+        deadline = time.monotonic() + 60
+        while not mapping.exists() and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        assert mapping.exists(), "the driver did not write its in-flight mapping"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    pending = json.loads(mapping.read_text())
+    pids = [int(job_id.rsplit("-", 1)[1]) for job_id in pending.values()]
+    assert any(controller_alive(pid) for pid in pids), "the job processes died with the driver"
+
+    dispatcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2), folder)
+    dispatcher.reattach(pending)
+    done = collect(dispatcher, 4)
+    evaluator = SyntheticEvaluator(SPACE, target_seed=5, epochs=4)
+    for i in range(4):
+        c = done[f"d{i}"]
+        assert c.result.ok, c.result.error
+        assert c.job_id == pending[f"d{i}"]
+        assert c.result.reward == pytest.approx(expected_reward(evaluator, SPACE.sample(100 + i)))
+    assert len(job_pickles(folder)) == 4
+
+
+def test_scheduler_calls_are_bounded_per_poll_interval(executor: str, tmp_path: Path) -> None:
+    # inline runs everything inside submit(): its first poll collects all, so no sleeping there
+    evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=3, seconds_per_epoch=0.3 if executor == "local" else 0)
+    interval = 0.25
+    dispatcher = make(executor, tmp_path, max_in_flight=8, poll_interval_s=interval)
+    dispatcher.submit([Task(f"p{i}", evaluator, a) for i, a in enumerate(archs(8))])
+    calls0, polls, done = dispatcher.scheduler_calls, 0, {}
+    start = time.monotonic()
+    while len(done) < 8 and time.monotonic() - start < 60:
+        done.update((c.key, c) for c in dispatcher.poll())  # a busy loop: thousands of polls
+        polls += 1
+    elapsed = time.monotonic() - start
+    calls = dispatcher.scheduler_calls - calls0
+    assert len(done) == 8
+    if executor == "local":
+        assert polls > 10 * calls  # most polls made no query at all
+    assert calls <= elapsed / interval + 2  # one query per interval, whatever the number of jobs
+
+
+def test_executor_config_files_and_flags(tmp_path: Path) -> None:
+    config = ExecutorConfig(
+        executor="slurm", partition="gpu", gpus_per_child=1, mem_gb=16, extra_sbatch={"constraint": "a100"}
+    )
+    (tmp_path / "c.json").write_text(json.dumps(config.to_dict()))
+    assert ExecutorConfig.from_file(tmp_path / "c.json") == config
+    (tmp_path / "c.toml").write_text(
+        '[executor]\nexecutor = "slurm"\npartition = "gpu"\ngpus_per_child = 1\nmem_gb = 16\n'
+        '[executor.extra_sbatch]\nconstraint = "a100"\n'
+    )
+    assert ExecutorConfig.from_file(tmp_path / "c.toml") == config
+    (tmp_path / "bad.toml").write_text('executor = "slurm"\npartiton = "gpu"\n')
+    with pytest.raises(ValueError, match="partiton"):
+        ExecutorConfig.from_file(tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match="unknown executor"):
+        ExecutorConfig(executor="debug")
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ExecutorConfig.add_arguments(parser)
+    flags = ["--executor-config", str(tmp_path / "c.toml"), "--max-in-flight", "2", "--sbatch", "exclusive=user"]
+    expected = config.replace(max_in_flight=2, extra_sbatch={"constraint": "a100", "exclusive": "user"})
+    assert ExecutorConfig.from_args(parser.parse_args(flags)) == expected
+
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("CANCELLED by 0", Status.CANCELLED),
+        ("TIMEOUT", Status.TIMEOUT),
+        ("OUT_OF_MEMORY", Status.OOM),
+        ("NODE_FAIL", Status.FAILED),
+        ("FAILED", Status.FAILED),
+        ("BOOT_FAIL", Status.NOT_STARTED),
+        ("PREEMPTED", Status.PREEMPTED),
+    ],
+)
+def test_final_slurm_states_map_to_statuses(state: str, status: Status) -> None:
+    result = faults.from_state(state, failure_reward=-0.5, job_id="7_1", exit_code="0:9", reason="None")
+    assert result.status is status and result.reward == -0.5 and result.job_id == "7_1"
+    assert state in result.error
+    assert not faults.is_active(state)
+    assert all(faults.is_active(s) for s in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"))
+
+
+def test_tracebacks_map_to_statuses() -> None:
+    assert faults.status_from_traceback("torch.OutOfMemoryError: CUDA out of memory.") is Status.OOM
+    timed_out = "UncompletedJobError: Job not requeued because: timed-out too many times."
+    assert faults.status_from_traceback(timed_out) is Status.TIMEOUT
+    assert faults.status_from_traceback("ValueError: bad") is Status.FAILED
+    assert parse_time_limit("infinite") is None
+    assert parse_time_limit("1-02:03:00") == 24 * 60 + 2 * 60 + 3
+    assert parse_time_limit("30:00") == 30
+
+
+def test_sacct_output_is_read_per_array_task() -> None:
+    """The rows of one batched sacct call (format of SLURM 22.05) give every array task its state."""
+    from slurm.slurm_backend import SacctWatcher
+
+    out = (
+        "JobID|State|ExitCode|Reason\n"
+        "12_3|FAILED|0:125|None\n12_3.batch|FAILED|0:125|\n12_3.0|OUT_OF_MEMORY|0:125|\n"
+        "12_[4-6%2]|PENDING|0:0|None\n12_1|CANCELLED by 0|0:0|None\n13|RUNNING|0:0|None\n"
+    )
+    states = {k: v["State"] for k, v in SacctWatcher().read_info(out).items()}
+    assert states == {
+        "12_3": "OUT_OF_MEMORY",  # the OOM kill shows on the step row only
+        "12_4": "PENDING", "12_5": "PENDING", "12_6": "PENDING",
+        "12_1": "CANCELLED by 0",
+        "13": "RUNNING",
+    }  # fmt: skip

@@ -1,0 +1,296 @@
+"""The Dispatcher against a real one-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd).
+
+The cluster is started once for the test session in a temporary folder by ``slurm.testing.local_cluster``
+(the ``slurm_cluster`` fixture of tests/conftest.py) and stopped at the end. The tests are skipped only when the Debian packages are not installed
+(``slurm/cluster/install-debian.sh`` installs them; CI does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from submitit.slurm.slurm import SlurmJob
+
+from nas_env.evaluators import SyntheticEvaluator
+from nas_env.results import Status
+from nas_env.spaces.cnn import CNNSpace
+from slurm import ClusterConfigError, Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
+from slurm.testing import free_ports, simulate_preemption
+
+pytestmark = pytest.mark.slurm
+
+SPACE = CNNSpace(num_layers=3)
+PARTITION = "debug"
+
+
+@pytest.fixture(scope="module")
+def cluster(slurm_cluster: Path) -> Path:
+    """The session's running cluster (tests/conftest.py); its slurm.conf is in os.environ["SLURM_CONF"]."""
+    return slurm_cluster
+
+
+def archs(n: int, offset: int = 0) -> list:
+    out, seen, seed = [], set(), offset
+    while len(out) < n:
+        arch = SPACE.sample(seed)
+        seed += 1
+        if SPACE.key(arch) not in seen:
+            seen.add(SPACE.key(arch))
+            out.append(arch)
+    return out
+
+
+def sacct(*args: str) -> list[list[str]]:
+    """Rows of ``sacct --parsable2 --noheader`` over every job this cluster has seen."""
+    out = subprocess.run(
+        ["sacct", "--parsable2", "--noheader", "--starttime=2000-01-01", *args],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def settled(*args: str, timeout: float = 30.0) -> list[list[str]]:
+    """``sacct(*args)`` once no listed job is still running (a result can arrive before the job ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = sacct(*args)
+        if all(not faults.is_active(r[1]) for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+def config(job_name: str, **overrides) -> ExecutorConfig:
+    base = {
+        "executor": "slurm", "partition": PARTITION, "time_limit_min": 5, "poll_interval_s": 0.5,
+        "max_in_flight": 16, "job_name": job_name,
+    }  # fmt: skip
+    return ExecutorConfig(**{**base, **overrides})
+
+
+def collect(dispatcher: Dispatcher, n: int, timeout: float) -> dict[str, Completed]:
+    done: dict[str, Completed] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < deadline:
+        for c in dispatcher.wait(timeout=max(0.0, deadline - time.monotonic())):
+            assert c.key not in done, f"{c.key} completed twice"
+            done[c.key] = c
+    assert len(done) == n, f"only {sorted(done)} of {n} completed; in flight {dispatcher.in_flight()}"
+    return done
+
+
+def read_epoch(path: Path) -> int:
+    import pickle
+
+    try:
+        return int(pickle.loads(path.read_bytes())["epoch"])
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError):
+        return 0
+
+
+def wait_for_epoch(path: Path, epoch: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while read_epoch(path) < epoch:
+        assert time.monotonic() < deadline, f"{path.name} never reached epoch {epoch}"
+        time.sleep(0.1)
+
+
+def counting_wrapper(folder: Path, command: str) -> Path:
+    """A folder whose ``command`` logs each call, then runs the real one (put it first on PATH)."""
+    real = shutil.which(command)
+    assert real is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / command
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> "{folder}/{command}.calls"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return folder / f"{command}.calls"
+
+
+def test_search_batch_as_job_arrays_with_faults(
+    cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 children as one job array: one raises, one is scancel'ed, one is preempted and resumes."""
+    calls_log = counting_wrapper(tmp_path / "bin", "sacct")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    children = archs(10)
+    fail_key = SPACE.key(children[2])
+    quick = SyntheticEvaluator(SPACE, target_seed=7, epochs=2, seconds_per_epoch=0.5, fail_keys=[fail_key])
+    long = SyntheticEvaluator(SPACE, target_seed=7, epochs=8, seconds_per_epoch=1.0)  # preempted mid-way
+    endless = SyntheticEvaluator(SPACE, target_seed=7, epochs=600, seconds_per_epoch=1.0, failure_reward=-1.0)
+    evaluators = {0: long, 1: endless}
+    tasks = [Task(f"child-{i}", evaluators.get(i, quick), arch) for i, arch in enumerate(children)]
+
+    dispatcher = Dispatcher(config("search-batch"), tmp_path / "jobs")
+    dispatcher.check()
+    watcher_calls = SlurmJob.watcher.num_calls
+    ids = dispatcher.submit(tasks)
+    array_id = ids[0].split("_")[0]
+    assert ids == [f"{array_id}_{i}" for i in range(10)]  # one array, task i is child i
+
+    # preempt child-0 once it has trained two epochs: SIGTERM + USR2, as submitit's job._interrupt()
+    # (which SLURM 22.05 refuses for an array task with pending siblings; see simulate_preemption)
+    wait_for_epoch(checkpoint_path(dispatcher.folder, "child-0"), 2)
+    simulate_preemption(ids[0])
+    # cancel child-1 from outside the dispatcher, while it runs
+    wait_for_epoch(checkpoint_path(dispatcher.folder, "child-1"), 1)
+    subprocess.run(["scancel", ids[1]], check=True, timeout=30)
+
+    start, sacct_calls_before = time.monotonic(), len(calls_log.read_text().splitlines())
+    dispatcher_calls_before = dispatcher.scheduler_calls
+    done = collect(dispatcher, 10, timeout=150)
+    elapsed = time.monotonic() - start
+    sacct_calls = len(calls_log.read_text().splitlines()) - sacct_calls_before
+
+    failed = done["child-2"].result
+    assert failed.status is Status.FAILED and failed.reward == 0.0
+    assert "Traceback" in failed.error and "RuntimeError: injected failure" in failed.error
+    cancelled = done["child-1"].result
+    assert cancelled.status is Status.CANCELLED and cancelled.reward == -1.0
+    assert "CANCELLED" in cancelled.error
+    preempted = done["child-0"].result
+    assert preempted.status is Status.OK, preempted.error
+    assert preempted.extra["resumed_from_epoch"] >= 2
+    assert preempted.reward == pytest.approx(long.score(SPACE.encode(children[0])))
+    for i in range(3, 10):
+        result = done[f"child-{i}"].result
+        assert result.status is Status.OK, result.error
+        assert result.reward == pytest.approx(quick.score(SPACE.encode(children[i])))
+    assert {k: c.job_id for k, c in done.items()} == {t.key: i for t, i in zip(tasks, ids)}
+
+    # what SLURM recorded: 10 tasks of one array, states matching the results, child-0 requeued
+    rows = {r[0]: r[1] for r in settled("-X", "-j", array_id, "-o", "JobID,State")}
+    assert sorted(rows) == sorted(ids)
+    assert rows[ids[1]].startswith("CANCELLED") and rows[ids[2]] == "FAILED"
+    assert all(rows[ids[i]] == "COMPLETED" for i in (0, *range(3, 10)))
+    history = [r[1] for r in sacct("-X", "-D", "-j", ids[0], "-o", "JobID,State")]
+    assert "REQUEUED" in history, history
+
+    # status queries: one batched sacct per poll interval, never one per job; submitit's own watcher unused
+    assert sacct_calls == dispatcher.scheduler_calls - dispatcher_calls_before  # no hidden sacct calls
+    assert sacct_calls <= elapsed / 0.5 + 2, (sacct_calls, elapsed)
+    assert SlurmJob.watcher.num_calls == watcher_calls
+
+
+def test_check_accepts_the_cluster(cluster: Path, tmp_path: Path) -> None:
+    Dispatcher(config("check-ok", cpus_per_child=1, mem_gb=1), tmp_path).check()
+
+
+def test_reattach_to_unknown_job_is_not_started(cluster: Path, tmp_path: Path) -> None:
+    dispatcher = Dispatcher(config("ghost"), tmp_path)
+    dispatcher.reattach({"ghost": "987654", "ghost-task": "987654_3"})
+    done = collect(dispatcher, 2, timeout=10)
+    assert {c.result.status for c in done.values()} == {Status.NOT_STARTED}
+    assert "987654" in done["ghost"].result.error
+
+
+def _assert_nothing_submitted(dispatcher: Dispatcher, jobs_before: int) -> None:
+    assert dispatcher.in_flight() == {}
+    assert not list(dispatcher.folder.rglob("*_submitted.pkl"))
+    assert len(sacct("-X", "-o", "JobID")) == jobs_before
+
+
+def test_check_rejects_unknown_partition(cluster: Path, tmp_path: Path) -> None:
+    before = len(sacct("-X", "-o", "JobID"))
+    dispatcher = Dispatcher(config("bad-partition", partition="nope"), tmp_path)
+    with pytest.raises(ClusterConfigError, match="partition 'nope' does not exist"):
+        dispatcher.check()
+    with pytest.raises(ClusterConfigError, match="at most 2|at most [0-9]+ CPUs"):
+        Dispatcher(config("too-many-cpus", cpus_per_child=4096), tmp_path).check()
+    _assert_nothing_submitted(dispatcher, before)
+
+
+def test_check_rejects_missing_sbatch(cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = len(sacct("-X", "-o", "JobID"))
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    dispatcher = Dispatcher(config("no-sbatch"), tmp_path / "jobs")
+    with pytest.raises(ClusterConfigError, match="`sbatch` is not on PATH"):
+        dispatcher.check()
+    monkeypatch.undo()
+    _assert_nothing_submitted(dispatcher, before)
+
+
+def test_check_rejects_unreachable_controller(
+    cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = len(sacct("-X", "-o", "JobID"))
+    (port,) = free_ports(1)  # nothing listens there
+    text = "\n".join(
+        f"SlurmctldPort={port}" if line.startswith("SlurmctldPort=") else line
+        for line in cluster.read_text().splitlines()
+    )
+    bad = tmp_path / "slurm.conf"
+    bad.write_text(text + "\n")
+    monkeypatch.setenv("SLURM_CONF", str(bad))
+    dispatcher = Dispatcher(config("no-controller"), tmp_path / "jobs")
+    start = time.monotonic()
+    with pytest.raises(ClusterConfigError, match="controller is not reachable"):
+        dispatcher.check()
+    assert time.monotonic() - start < 20
+    monkeypatch.undo()
+    _assert_nothing_submitted(dispatcher, before)
+
+
+DRIVER = """
+import json, os, sys, time
+from nas_env.evaluators import SyntheticEvaluator
+from nas_env.spaces.cnn import CNNSpace
+from slurm import Dispatcher, ExecutorConfig, Task
+folder, mapping, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+space = CNNSpace(num_layers=3)
+evaluator = SyntheticEvaluator(space, target_seed=9, epochs=3, seconds_per_epoch=1.0)
+dispatcher = Dispatcher(ExecutorConfig.from_dict(config), folder)
+dispatcher.check()
+dispatcher.submit([Task(f"d{i}", evaluator, space.sample(200 + i)) for i in range(6)])
+with open(mapping + ".tmp", "w") as f:
+    json.dump(dispatcher.in_flight(), f)
+os.replace(mapping + ".tmp", mapping)
+while True:  # a search loop that would poll forever, until it is killed
+    dispatcher.poll()
+    time.sleep(0.2)
+"""
+
+
+def test_driver_killed_and_reattached(cluster: Path, tmp_path: Path) -> None:
+    """The driver is SIGKILLed after submitting; a new driver reattaches and gets every result, once."""
+    folder, mapping = tmp_path / "jobs", tmp_path / "in_flight.json"
+    cfg = config("driver-restart")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(folder), str(mapping), json.dumps(cfg.to_dict())])
+    try:
+        deadline = time.monotonic() + 60
+        while not mapping.exists() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mapping.exists(), f"the driver did not write its mapping (rc {driver.poll()})"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    pending = json.loads(mapping.read_text())
+    assert len(pending) == 6
+
+    dispatcher = Dispatcher(cfg, folder)
+    dispatcher.reattach(pending)
+    done = collect(dispatcher, 6, timeout=90)
+    evaluator = SyntheticEvaluator(SPACE, target_seed=9, epochs=3)
+    for i in range(6):
+        c = done[f"d{i}"]
+        assert c.result.status is Status.OK, c.result.error
+        assert c.job_id == pending[f"d{i}"]
+        assert c.result.reward == pytest.approx(evaluator.score(SPACE.encode(SPACE.sample(200 + i))))
+
+    # nothing was submitted twice: SLURM knows exactly these 6 jobs under this job name, each ran once
+    rows = settled("-X", "--name=driver-restart", "-o", "JobID,State")
+    assert sorted(r[0] for r in rows) == sorted(pending.values())
+    assert all(r[1] == "COMPLETED" for r in rows), rows
+    duplicates = sacct("-X", "-D", "--name=driver-restart", "-o", "JobID,State")
+    assert len(duplicates) == 6, duplicates
+    assert len(list(folder.rglob("*_submission.sh"))) == 1  # one sbatch (one array) in all
