@@ -24,13 +24,6 @@ def _json_arg(text: str) -> dict[str, Any]:
     return value
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key, value
-
-
 def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
@@ -70,20 +63,9 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--env-kwargs", type=_json_arg, default=None, help="extra gym.make kwargs as a JSON object")
     g.add_argument("--agent-kwargs", type=_json_arg, default=None, help="agent hyperparameters as a JSON object")
 
-    x = p.add_argument_group("executor (where children train)")
-    x.add_argument("--executor", choices=("local", "slurm", "inline"), default=None, help="default: local")
-    x.add_argument("--executor-config", type=Path, default=None, help="TOML or JSON file of executor settings")
-    x.add_argument("--slurm-partition", default=None)
-    x.add_argument("--gpus-per-child", type=int, default=None)
-    x.add_argument("--cpus-per-child", type=int, default=None)
-    x.add_argument("--mem-gb", type=float, default=None)
-    x.add_argument("--time-limit-min", type=int, default=None)
-    x.add_argument("--slurm-account", default=None)
-    x.add_argument("--slurm-qos", default=None)
-    x.add_argument("--slurm-job-name", default=None, help="SLURM job name of the children (default: nas-child)")
-    x.add_argument("--max-in-flight", type=int, default=None, help="cap on jobs in flight (array parallelism)")
-    x.add_argument("--sbatch", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra sbatch option, repeatable (e.g. --sbatch constraint=a100)")
+    from slurm.config import ExecutorConfig
+
+    ExecutorConfig.add_arguments(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -123,26 +105,13 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _executor(args: argparse.Namespace) -> dict[str, Any]:
-    from slurm.dispatch import ExecutorConfig
+    """Executor settings: the config file, then the flags; ``--parallel`` is ``--max-in-flight``, default 1."""
+    from slurm.config import ExecutorConfig
 
-    base = ExecutorConfig.from_file(args.executor_config).to_dict() if args.executor_config else {}
-    flags = {
-        "executor": args.executor,
-        "partition": args.slurm_partition,
-        "gpus_per_child": args.gpus_per_child,
-        "cpus_per_child": args.cpus_per_child,
-        "mem_gb": args.mem_gb,
-        "time_limit_min": args.time_limit_min,
-        "account": args.slurm_account,
-        "qos": args.slurm_qos,
-        "job_name": args.slurm_job_name,
-        "max_in_flight": args.max_in_flight if args.max_in_flight is not None else args.parallel,
-    }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if args.sbatch:
-        base["extra_sbatch"] = {**base.get("extra_sbatch", {}), **dict(args.sbatch)}
-    base.setdefault("max_in_flight", 1)
-    return ExecutorConfig(**base).to_dict()
+    config = ExecutorConfig.from_args(args)
+    if args.max_in_flight is None and (args.parallel is not None or args.executor_config is None):
+        config = config.replace(max_in_flight=args.parallel or 1)
+    return config.to_dict()
 
 
 def _search_config(args: argparse.Namespace) -> Any:

@@ -106,18 +106,20 @@ class ExecutorConfig:
     # ------------------------------------------------------------------ command line
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """Add ``--executor``, ``--partition``, ... and ``--executor-config FILE`` to a CLI parser."""
-        g = parser.add_argument_group("dispatch (where children train)")
+        """Add ``--executor``, ``--slurm-partition``, ... and ``--executor-config FILE`` to a CLI parser."""
+        g = parser.add_argument_group("executor (where children train)")
         g.add_argument("--executor-config", type=Path, default=None, help="TOML/JSON file with these settings")
         g.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default), slurm or inline")
-        g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+        g.add_argument("--slurm-partition", dest="partition", default=None,
+                       help="SLURM partition (default: the cluster's default)")
         g.add_argument("--gpus-per-child", type=int, default=None)
         g.add_argument("--cpus-per-child", type=int, default=None)
         g.add_argument("--mem-gb", type=float, default=None)
         g.add_argument("--time-limit-min", type=int, default=None)
-        g.add_argument("--account", default=None)
-        g.add_argument("--qos", default=None)
-        g.add_argument("--max-in-flight", type=int, default=None, help="children running at once")
+        g.add_argument("--slurm-account", dest="account", default=None)
+        g.add_argument("--slurm-qos", dest="qos", default=None)
+        g.add_argument("--slurm-job-name", dest="job_name", default=None, help="job name of the children")
+        g.add_argument("--max-in-flight", type=int, default=None, help="children running at once (array parallelism)")
         g.add_argument("--poll-interval-s", type=float, default=None)
         g.add_argument("--max-requeues", type=int, default=None)
         g.add_argument(
