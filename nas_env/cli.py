@@ -152,6 +152,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"env {config.env_id} {json.dumps(config.env_kwargs, sort_keys=True)}")
     print(f"agent {config.agent}, budget {config.budget} evaluations, executor {config.executor['executor']}"
           f" with {config.executor['max_in_flight']} in flight")
+    if config.executor["executor"] != "inline":
+        import torch
+
+        # the driver only runs the controller (tiny tensors): one thread avoids stalls on a busy machine,
+        # where two threads made each controller step an order of magnitude slower
+        torch.set_num_threads(1)
     if config.agent in SB3_AGENTS:
         from agents.sb3 import run_sb3_search
 

@@ -1,0 +1,432 @@
+"""The controller of Zoph & Le, "Neural Architecture Search with Reinforcement Learning" (ICLR 2017),
+trained with REINFORCE. One file, readable top to bottom against the paper (section 3):
+
+- 3.1 A two-layer LSTM emits the architecture token by token; each token is sampled from a softmax head of
+  its kind and its embedding is the next step's input (autoregressive).
+- 3.2 REINFORCE with a baseline: grad J = 1/m sum_k sum_t grad log P(a_t | a_<t) (R_k - b), m = 8
+  architectures per update, b an exponential moving average of past rewards.
+- 3.3 Skip connections through anchor points: at layer i the controller takes one LSTM step (the anchor
+  point, hidden state h_i) and decides for every earlier layer j < i whether j feeds i with
+  P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i)).
+
+The controller is generic: it reads ``space.decisions``; every non-anchor ``kind`` gets one embedding
+table and one softmax head shared by all decisions of that kind, and consecutive ``kind == "anchor"``
+decisions of one layer form one anchor group. A space without anchors (NAS-Bench-201) is a plain
+autoregressive sequence of softmaxes.
+
+Two choices the paper leaves open, made here as in ENAS (Pham et al. 2018), its reference successor:
+- the input after an anchor group is the mean of the chosen earlier anchors' hidden states,
+  ``sum_j a_j h_j / (1 + sum_j a_j)`` (zeros when none is chosen, and after the anchor point of a layer
+  that has no skip decisions, e.g. layer 0);
+- the embedding size equals the hidden size (35).
+
+Asynchrony: the paper's 100 replicas sample children, wait for their rewards, and send gradients to the
+parameter server, which has meanwhile moved on. Here the rewards of ``batch_size`` proposals (in the
+order they are told, whatever order they were asked in) make one update, and their log-probabilities are
+recomputed under the *current* weights (no importance correction), like a replica's stale gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.base import Agent, Proposal, space_key
+from nas_env.spaces.base import SearchSpace
+
+ANCHOR = "anchor"  # the Decision.kind of binary skip decisions ``source -> layer``
+
+
+@dataclass
+class ReinforceConfig:
+    """Hyperparameters of the controller and its REINFORCE update; defaults are the paper's."""
+
+    lstm_layers: int = 2  # paper: two-layer LSTM
+    hidden_size: int = 35  # paper: 35 hidden units per layer (embeddings have the same size)
+    init_range: float = 0.08  # paper: every weight uniform in [-0.08, 0.08]
+    lr: float = 6e-4  # paper: Adam with learning rate 6e-4
+    batch_size: int = 8  # paper: m = 8 architectures per controller update
+    baseline_decay: float = 0.95  # EMA decay of the baseline b; not in the paper (NASNet 0.95, ENAS 0.99)
+    entropy_coef: float = 0.0  # entropy bonus weight; not in the paper (successors use 1e-5 .. 1e-4)
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping, as in the paper
+    temperature: float | None = None  # logits / temperature before the softmax (ENAS: 5); None = off
+    tanh_constant: float | None = None  # logits -> c * tanh(logits) (ENAS: 2.5); None = off
+
+    def __post_init__(self) -> None:
+        if self.lstm_layers < 1 or self.hidden_size < 1 or self.batch_size < 1:
+            raise ValueError(f"lstm_layers, hidden_size and batch_size must be >= 1: {self}")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Choice:
+    """One softmax decision: the token at ``position``, from the head and embedding of ``kind``."""
+
+    position: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class AnchorPoint:
+    """The anchor point of ``layer``: one LSTM step whose output h_layer is kept for attention, followed
+    by the binary skip decisions ``sources[g] -> layer`` at the consecutive ``positions`` (maybe none)."""
+
+    layer: int
+    positions: tuple[int, ...]
+    sources: tuple[int, ...]
+
+
+Step = Union[Choice, AnchorPoint]
+
+
+def build_plan(space: SearchSpace) -> tuple[Step, ...]:
+    """The controller's LSTM steps for ``space``: one per non-anchor decision, plus one anchor point per
+    layer that has skip decisions (right before them) or is a skip source (before its first decision)."""
+    decisions = space.decisions
+    groups: dict[int, list[int]] = {}
+    for t, d in enumerate(decisions):
+        if d.kind == ANCHOR:
+            if d.layer is None or d.source is None or d.num_choices != 2:
+                raise ValueError(f"anchor decision {d.name} needs a layer, a source and 2 choices")
+            groups.setdefault(d.layer, []).append(t)
+    for layer, positions in groups.items():
+        if positions != list(range(positions[0], positions[-1] + 1)):
+            raise ValueError(f"the skip decisions of layer {layer} are not consecutive: positions {positions}")
+    sources = {decisions[t].source for positions in groups.values() for t in positions}
+    plan: list[Step] = []
+    anchored: set[int] = set()
+    for t, d in enumerate(decisions):
+        if d.kind == ANCHOR:
+            if t != groups[d.layer][0]:
+                continue  # decided together with the first decision of its group
+            group_sources = tuple(decisions[p].source for p in groups[d.layer])
+            missing = [s for s in group_sources if s not in anchored]
+            if missing or d.layer in anchored:
+                raise ValueError(f"layer {d.layer}: skip sources {missing} have no anchor point before position {t}")
+            plan.append(AnchorPoint(d.layer, tuple(groups[d.layer]), group_sources))
+            anchored.add(d.layer)
+            continue
+        if d.layer in sources and d.layer not in groups and d.layer not in anchored:
+            plan.append(AnchorPoint(d.layer, (), ()))  # a source without skip decisions of its own (layer 0)
+            anchored.add(d.layer)
+        plan.append(Choice(t, d.kind))
+    return tuple(plan)
+
+
+def softmax_kinds(space: SearchSpace) -> dict[str, int]:
+    """Every non-anchor decision kind of ``space`` with its number of choices, in order of appearance."""
+    kinds: dict[str, int] = {}
+    for d in space.decisions:
+        if d.kind == ANCHOR:
+            continue
+        if kinds.setdefault(d.kind, d.num_choices) != d.num_choices:
+            raise ValueError(f"decisions of kind {d.kind!r} have {kinds[d.kind]} and {d.num_choices} choices")
+    return kinds
+
+
+# ---------------------------------------------------------------------------------------------- the controller
+class Controller(nn.Module):
+    """Two-layer LSTM with one embedding and one softmax head per decision kind, plus anchor attention."""
+
+    def __init__(self, kinds: dict[str, int], config: ReinforceConfig, generator: torch.Generator) -> None:
+        super().__init__()
+        self.config = config
+        self.kinds = dict(kinds)  # kind -> number of choices
+        self._kind_index = {kind: k for k, kind in enumerate(self.kinds)}
+        self._plans: dict[str, tuple[Step, ...]] = {}
+        size = config.hidden_size
+        with torch.device("meta"):  # allocate without touching the global RNG; reset_parameters fills them
+            self.start = nn.Parameter(torch.empty(1, size))  # learned input of the first step
+            self.lstm = nn.ModuleList(nn.LSTMCell(size, size) for _ in range(config.lstm_layers))  # stacked
+            self.embeddings = nn.ModuleList(nn.Embedding(c, size) for c in self.kinds.values())
+            self.heads = nn.ModuleList(nn.Linear(size, c) for c in self.kinds.values())
+            self.w_prev = nn.Linear(size, size, bias=False)  # W_prev h_j: the earlier anchor
+            self.w_curr = nn.Linear(size, size, bias=False)  # W_curr h_i: the current anchor
+            self.v = nn.Linear(size, 1, bias=False)  # v^T tanh(...)
+        self.to_empty(device="cpu")
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Paper: every weight uniform in [-init_range, init_range]."""
+        for parameter in self.parameters():
+            parameter.uniform_(-self.config.init_range, self.config.init_range, generator=generator)
+
+    def plan(self, space: SearchSpace) -> tuple[Step, ...]:
+        """The (cached) plan of ``space``; raises ValueError if it has a kind this controller lacks."""
+        key = space_key(space)
+        if key not in self._plans:
+            for kind, num_choices in softmax_kinds(space).items():
+                if self.kinds.get(kind) != num_choices:
+                    raise ValueError(
+                        f"space {space.describe()} has kind {kind!r} with {num_choices} choices; the controller "
+                        f"was built for {self.kinds}"
+                    )
+            self._plans[key] = build_plan(space)
+        return self._plans[key]
+
+    def sample(
+        self, n: int, space: SearchSpace, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` architectures in one batched pass: tokens (n, T), log-probability (n,), entropy (n,).
+        ``generator`` None falls back to torch's global RNG (the agent always passes its own)."""
+        tokens = torch.zeros(n, space.num_steps, dtype=torch.long)
+        log_prob, entropy, _ = self._rollout(space, tokens, sample=True, generator=generator)
+        return tokens, log_prob, entropy
+
+    def log_prob(self, tokens: torch.Tensor, space: SearchSpace) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced: log-probability (n,) of ``tokens`` (n, T) and the summed entropy (n,) of each step."""
+        log_prob, entropy, _ = self._rollout(space, tokens, sample=False)
+        return log_prob, entropy
+
+    def step_logits(self, tokens: torch.Tensor, space: SearchSpace) -> torch.Tensor:
+        """Teacher-forced logits (n, T, max_choices) of every step (-inf beyond a decision's choices); the
+        logits at step t depend only on tokens before t, so a partly chosen sequence may be padded."""
+        _, _, logits = self._rollout(space, tokens, sample=False, keep_logits=True)
+        return logits
+
+    def _rollout(
+        self,
+        space: SearchSpace,
+        tokens: torch.Tensor,
+        sample: bool,
+        generator: torch.Generator | None = None,
+        keep_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the plan once over the batch: samples into ``tokens`` (``sample=True``) or reads them."""
+        n, num_steps = tokens.shape
+        if num_steps != space.num_steps:
+            raise ValueError(f"tokens have {num_steps} steps, {space.describe()} has {space.num_steps}")
+        log_prob, entropy = torch.zeros(n), torch.zeros(n)
+        all_logits = torch.full((n, num_steps, space.max_choices), -math.inf) if keep_logits else None
+        anchor_h: dict[int, torch.Tensor] = {}  # h_j of each anchor point
+        anchor_w: dict[int, torch.Tensor] = {}  # W_prev h_j, computed once per anchor
+        x = self.start.expand(n, -1)
+        state = [(torch.zeros(n, self.config.hidden_size),) * 2 for _ in self.lstm]  # (h, c) per LSTM layer
+        for step in self.plan(space):
+            h, state = self._lstm_step(x, state)  # h: the top layer's output, (n, hidden)
+            if isinstance(step, Choice):
+                kind = self._kind_index[step.kind]
+                logits = self.heads[kind](h).unsqueeze(1)  # (n, 1, num_choices)
+                positions = slice(step.position, step.position + 1)
+                token = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits)
+                x = self.embeddings[kind](token[:, 0])  # autoregressive: the chosen token's embedding
+                continue
+            anchor_h[step.layer], anchor_w[step.layer] = h, self.w_prev(h)
+            if not step.sources:
+                x = torch.zeros_like(h)  # no skip decisions here: the mean over no chosen anchors
+                continue
+            previous = torch.stack([anchor_w[j] for j in step.sources], dim=1)  # (n, G, hidden)
+            score = self.v(torch.tanh(previous + self.w_curr(h).unsqueeze(1))).squeeze(-1)  # (n, G)
+            logits = torch.stack([torch.zeros_like(score), score], dim=-1)  # softmax = (1 - P, P), P = sigmoid
+            positions = slice(step.positions[0], step.positions[-1] + 1)
+            skip = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits)
+            chosen_h = torch.stack([anchor_h[j] for j in step.sources], dim=1)  # (n, G, hidden)
+            x = (skip.unsqueeze(-1) * chosen_h).sum(1) / (1.0 + skip.sum(1, keepdim=True))
+        return log_prob, entropy, all_logits
+
+    def _lstm_step(
+        self, x: torch.Tensor, state: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One step of the stacked LSTM: each layer's output is the next layer's input."""
+        new_state = []
+        for cell, (h, c) in zip(self.lstm, state):
+            h, c = cell(x, (h, c))
+            new_state.append((h, c))
+            x = h
+        return x, new_state
+
+    def _decide(
+        self,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
+        positions: slice,
+        sample: bool,
+        generator: torch.Generator | None,
+        log_prob: torch.Tensor,
+        entropy: torch.Tensor,
+        all_logits: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Sample (or read) the tokens (n, G) at ``positions`` from ``logits`` (n, G, C); adds their
+        log-probability and the entropy of their distributions to ``log_prob`` and ``entropy`` in place."""
+        if self.config.temperature is not None:
+            logits = logits / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * torch.tanh(logits)
+        log_p = F.log_softmax(logits, dim=-1)
+        if sample:
+            n, group, num_choices = log_p.shape
+            drawn = torch.multinomial(log_p.detach().exp().reshape(-1, num_choices), 1, generator=generator)
+            tokens[:, positions] = drawn.reshape(n, group)
+        token = tokens[:, positions]
+        log_prob += log_p.gather(-1, token.unsqueeze(-1)).squeeze(-1).sum(1)
+        entropy += -(log_p.exp() * log_p).sum(-1).sum(1)
+        if all_logits is not None:
+            all_logits[:, positions, : logits.shape[-1]] = logits.detach()
+        return token
+
+
+# ---------------------------------------------------------------------------------------------- the agent
+class ReinforceAgent(Agent):
+    """The paper's search: sample a batch of architectures, and after every ``batch_size`` rewards take one
+    Adam step on ``-mean((R - b) log P(tokens)) - entropy_coef * entropy``."""
+
+    name: ClassVar[str] = "reinforce"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, **hyperparameters: Any) -> None:
+        super().__init__(space, seed)
+        self.config = ReinforceConfig(**hyperparameters)
+        self.generator = torch.Generator().manual_seed(self.seed)  # the agent's only source of randomness
+        self.controller = Controller(softmax_kinds(space), self.config, self.generator)
+        self.controller.plan(space)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.lr)
+        self.baseline: float | None = None  # EMA of rewards; the first reward initialises it
+        self.pending: list[tuple[Proposal, float]] = []  # told, not yet used in an update
+        self.num_updates = 0
+
+    def set_space(self, space: SearchSpace) -> None:
+        self.controller.plan(space)  # fails early on a kind the controller has no head for
+        super().set_space(space)
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self, n: int = 1) -> list[Proposal]:
+        """``n`` proposals sampled in one batched pass of the controller."""
+        n = self._check_n(n)
+        with torch.no_grad():
+            tokens, _, _ = self.controller.sample(n, self.space, self.generator)
+        return [self._new_proposal(row, self.space) for row in tokens.tolist()]
+
+    def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:
+        """Queue the reward; every ``batch_size`` rewards make one update (returns its logged scalars)."""
+        self.pending.append((proposal, self._accept(proposal, reward)))
+        if len(self.pending) < self.config.batch_size:
+            return {}
+        batch, self.pending = self.pending[: self.config.batch_size], self.pending[self.config.batch_size :]
+        return self._update(batch)
+
+    def _update(self, batch: list[tuple[Proposal, float]]) -> dict[str, float]:
+        """One REINFORCE step with the EMA baseline (paper, section 3.2)."""
+        rewards = torch.tensor([reward for _, reward in batch])
+        if self.baseline is None:
+            self.baseline = float(rewards[0])  # the first reward initialises the baseline
+        advantages = rewards - self.baseline
+        log_prob, entropy = self._log_prob([proposal for proposal, _ in batch])  # under the current weights
+        loss = -(advantages * log_prob).mean() - self.config.entropy_coef * entropy.mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm)
+        self.optimizer.step()
+        for reward in rewards.tolist():  # b <- decay * b + (1 - decay) * R, after the advantages
+            self.baseline = self.config.baseline_decay * self.baseline + (1 - self.config.baseline_decay) * reward
+        self.num_updates += 1
+        return {
+            "reinforce/loss": float(loss.detach()),
+            "reinforce/baseline": self.baseline,
+            "reinforce/entropy": float(entropy.detach().mean()),
+            "reinforce/log_prob": float(log_prob.detach().mean()),
+            "reinforce/reward_mean": float(rewards.mean()),
+            "reinforce/advantage_mean": float(advantages.mean()),
+            "reinforce/grad_norm": float(grad_norm),
+            "reinforce/updates": float(self.num_updates),
+        }
+
+    def _log_prob(self, proposals: Sequence[Proposal]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log-probabilities and entropies, one pass per space (the curriculum may mix depths)."""
+        groups: dict[str, list[int]] = {}
+        for i, proposal in enumerate(proposals):
+            groups.setdefault(space_key(proposal.space), []).append(i)
+        parts = []
+        for indices in groups.values():
+            space = proposals[indices[0]].space
+            tokens = torch.tensor([proposals[i].tokens for i in indices], dtype=torch.long)
+            parts.append(self.controller.log_prob(tokens, space))
+        order = torch.tensor([i for indices in groups.values() for i in indices])
+        inverse = torch.argsort(order)
+        log_prob = torch.cat([lp for lp, _ in parts])[inverse]
+        entropy = torch.cat([ent for _, ent in parts])[inverse]
+        return log_prob, entropy
+
+    # ------------------------------------------------------------------ Gymnasium / SB3-style use
+    def action_probabilities(self, observation: dict[str, Any]) -> np.ndarray:
+        """The controller's distribution over ``Discrete(max_choices)`` at ``observation["step"]`` given the
+        tokens chosen so far (NASEnv's observation: 0 = not chosen, k + 1 = token k); (max_choices,) for one
+        observation, (n, max_choices) for a batch."""
+        tokens, steps, single = self._read_observation(observation)
+        with torch.no_grad():
+            logits = self.controller.step_logits(tokens, self.space)
+        probs = torch.softmax(logits[torch.arange(len(steps)), steps], dim=-1)
+        return probs[0].numpy() if single else probs.numpy()
+
+    def predict(
+        self,
+        observation: dict[str, Any],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """SB3's ``predict``: the next action (sampled with the agent's generator, or the most likely one),
+        from the same distribution as :meth:`Controller.sample`; ``state`` is returned unchanged."""
+        probs = torch.as_tensor(np.atleast_2d(self.action_probabilities(observation)))
+        if deterministic:
+            action = probs.argmax(-1)
+        else:
+            action = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        action = action.numpy().astype(np.int64)
+        return (action.reshape(()) if np.ndim(observation["tokens"]) == 1 else action), state
+
+    def _read_observation(self, observation: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Observation dict -> teacher-forcing tokens (n, T) (unchosen = 0), steps (n,), single or batch."""
+        obs_tokens = np.asarray(observation["tokens"], dtype=np.int64)
+        single = obs_tokens.ndim == 1
+        obs_tokens = np.atleast_2d(obs_tokens)
+        steps = np.broadcast_to(np.asarray(observation["step"], dtype=np.int64).reshape(-1), (len(obs_tokens),))
+        num_steps = self.space.num_steps
+        if obs_tokens.shape[1] != num_steps:
+            raise ValueError(f"observation has {obs_tokens.shape[1]} tokens, {self.space.describe()} has {num_steps}")
+        if np.any(steps < 0) or np.any(steps >= num_steps):
+            raise ValueError(f"observation step {steps.tolist()} outside 0..{num_steps - 1} (episode over?)")
+        for row, step in zip(obs_tokens, steps):
+            if np.any(row[:step] < 1):
+                raise ValueError(f"observation tokens {row.tolist()} have unchosen entries before step {step}")
+        return torch.as_tensor(np.maximum(obs_tokens - 1, 0)), torch.as_tensor(steps.copy()), single
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        pending = [{**self._proposal_to_dict(p), "reward": reward} for p, reward in self.pending]
+        return copy.deepcopy(
+            {
+                **self._base_state(),
+                "config": asdict(self.config),
+                "kinds": dict(self.controller.kinds),
+                "controller": self.controller.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "baseline": self.baseline,
+                "pending": pending,
+                "num_updates": self.num_updates,
+                "generator": self.generator.get_state(),
+            }
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("config") != asdict(self.config) or state.get("kinds") != self.controller.kinds:
+            raise ValueError(
+                f"state was saved with config {state.get('config')} and kinds {state.get('kinds')}; this agent "
+                f"has {asdict(self.config)} and {self.controller.kinds}: construct it with the same hyperparameters"
+            )
+        self._load_base_state(state)
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        self.pending = [(self._proposal_from_dict(d), float(d["reward"])) for d in state["pending"]]
+        self.num_updates = int(state["num_updates"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,86 @@
+"""Throughput of the REINFORCE controller on CPU: architectures per second for sampling and for
+sample + update, on the paper's 12-layer CNN space (with and without predicted strides).
+
+Sampling is one batched pass over the token steps; the baseline in the same process samples the same
+number of architectures one at a time. Run from the repository root:
+
+    python benchmarks/bench_controller.py            # defaults: 12 layers, batches 8 and 100, 1 thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable
+
+import torch
+
+from agents.reinforce import ReinforceAgent
+from nas_env.spaces import CNNSpace
+
+
+def rate(work: Callable[[], None], items: int, min_time: float) -> float:
+    """Items per second of ``work`` (which handles ``items`` items), repeated for at least ``min_time`` s."""
+    work()  # warm-up
+    calls, start = 0, time.perf_counter()
+    while True:
+        work()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return calls * items / elapsed
+
+
+def bench_space(space: CNNSpace, batch: int, min_time: float) -> dict[str, float]:
+    """Batched sampling, one-at-a-time sampling, and ask + tell (one update per batch), in archs/s."""
+    agent = ReinforceAgent(space, seed=0, batch_size=batch)
+    controller, generator = agent.controller, agent.generator
+
+    def sample_batched() -> None:
+        with torch.no_grad():
+            controller.sample(batch, space, generator)
+
+    def sample_one_by_one() -> None:
+        with torch.no_grad():
+            for _ in range(batch):
+                controller.sample(1, space, generator)
+
+    def sample_and_update() -> None:
+        proposals = agent.ask(batch)
+        logs = [agent.tell(p, float(sum(p.tokens)) / len(p.tokens)) for p in proposals]
+        assert logs[-1], "the last tell of a batch must update"
+
+    return {
+        "batched": rate(sample_batched, batch, min_time),
+        "one_by_one": rate(sample_one_by_one, batch, min_time),
+        "update": rate(sample_and_update, batch, min_time),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=12, help="CNN depth (paper: 6 .. 20 under the curriculum)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 100], help="architectures per pass / update")
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny tensors: 1 is fastest)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU; architectures per second")
+    header = "| space | tokens | batch | sample batched | sample one by one | batched / one-by-one | sample + update |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for predict_strides in (False, True):
+        space = CNNSpace(num_layers=args.layers, predict_strides=predict_strides)
+        label = f"cnn{args.layers}" + ("+strides" if predict_strides else "")
+        for batch in args.batches:
+            r = bench_space(space, batch, args.min_time)
+            print(
+                f"| {label} | {space.num_steps} | {batch} | {r['batched']:,.0f} | {r['one_by_one']:,.0f} "
+                f"| {r['batched'] / r['one_by_one']:.1f}x | {r['update']:,.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The ``nas compare`` and ``nas report`` commands (added to the ``nas`` parser by :func:`add_commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from evaluation.compare import DEFAULT_EXECUTOR, CompareError, CompareSpec, parse_agents
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _agent_kwargs(text: str) -> tuple[str, dict[str, Any]]:
+    """``LABEL=JSON`` (LABEL as in --agents: the agent's name, or the LABEL of a LABEL:AGENT item)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected AGENT=JSON, got {text!r}")
+    return name.strip(), _json_object(value)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``N`` (seeds 0..N-1), ``A..B`` (inclusive) or ``a,b,c``."""
+    try:
+        if ".." in text:
+            start, end = (int(x) for x in text.split(".."))
+            return list(range(start, end + 1))
+        if "," in text:
+            return [int(x) for x in text.split(",") if x.strip()]
+        count = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seeds: expected N, A..B or a,b,c; got {text!r}") from exc
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"seeds: need at least 1, got {count}")
+    return list(range(count))
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``compare`` and ``report`` to the ``nas`` sub-commands."""
+    _add_compare(sub)
+    _add_report(sub)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run several agents on the same budget and seeds, and report them side by side",
+        description="Run every agent for every seed (one search run dir each, under OUT/runs/), then write "
+        "a table of the test accuracy of each run's validation pick (markdown, CSV, JSON) and best-so-far "
+        "curves with 95%% confidence bands into OUT. Re-running into the same OUT resumes: finished runs are kept.",
+    )
+    p.add_argument("--env", default="NAS-Bench-201-v0", help="registered environment id (default: %(default)s)")
+    p.add_argument("--env-kwargs", type=_json_object, default={}, help="gym.make kwargs as a JSON object")
+    p.add_argument("--agents", required=True,
+                   help="comma-separated AGENT or LABEL:AGENT items, e.g. reinforce,random,rea:evolution")
+    p.add_argument("--agent-kwargs", type=_agent_kwargs, action="append", default=[], metavar="LABEL=JSON",
+                   help="hyperparameters of one competitor, by its label in --agents (repeatable)")
+    p.add_argument("--seeds", type=parse_seeds, default=list(range(10)),
+                   help="N (seeds 0..N-1), A..B or a,b,c (default: 10)")
+    p.add_argument("--budget", type=int, default=100, help="architectures per run (default: %(default)s)")
+    p.add_argument("--simulated-time", type=float, default=None, metavar="S",
+                   help="also stop a run once its simulated training time reaches S seconds (tabular benchmarks)")
+    p.add_argument("--wall-time", type=float, default=None, help="stop each run after this many seconds")
+    p.add_argument("--executor", type=_json_object, default=dict(DEFAULT_EXECUTOR),
+                   help="executor settings of every run as JSON (default: %(default)s)")
+    p.add_argument("--reference", default=None, help="agent label the others are compared with (default: random)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="plots and a top-k table of one finished search",
+        description="Write best_so_far.png, rewards.png, top_k.md/csv and summary.json into RUN_DIR/report/.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--top", type=int, default=10, help="rows of the top-k table (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
+
+
+def _error(command: str, message: str) -> int:
+    print(f"nas {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``nas compare``: 0 on success, 1 if some runs failed, 2 for a bad command line."""
+    from evaluation.compare import run_compare
+
+    try:
+        agents = parse_agents(args.agents, dict(args.agent_kwargs))
+        spec = CompareSpec(
+            env_id=args.env, agents=agents, seeds=args.seeds, budget=args.budget, env_kwargs=args.env_kwargs,
+            max_simulated_time_s=args.simulated_time, max_wall_time_s=args.wall_time, executor=args.executor,
+            reference=args.reference,
+        )
+    except (CompareError, ValueError, TypeError) as exc:
+        return _error("compare", str(exc))
+    start = time.perf_counter()
+    print(f"{len(agents)} agents x {len(spec.seeds)} seeds = {len(agents) * len(spec.seeds)} runs into {args.out}")
+    try:
+        report = run_compare(args.out, spec, args.workers, log=None if args.quiet else print)
+    except CompareError as exc:
+        print(f"nas compare: {exc}", file=sys.stderr)
+        return 1
+    print((args.out / "summary.md").read_text())
+    print(f"wall time {time.perf_counter() - start:.1f} s; report files:")
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``nas report``: 0 on success, 2 if RUN_DIR is not a run directory or holds no result."""
+    from evaluation.report import write_run_report
+    from evaluation.traces import RunDirError
+
+    try:
+        files = write_run_report(args.run_dir, args.top)
+    except (RunDirError, ValueError) as exc:
+        return _error("report", str(exc))
+    print(f"report written to {args.run_dir / 'report'}:")
+    for path in files:
+        print(f"  {path}")
+    print()
+    print((args.run_dir / "report" / "top_k.md").read_text())
+    return 0

@@ -1,0 +1,437 @@
+"""Reports built from run directories only: a comparison's table and curves, and one search's report.
+
+Comparison (``write_compare_report(OUT)``), from ``OUT/compare.json`` and ``OUT/runs/*``:
+
+* ``summary.md`` / ``summary.csv`` / ``summary.json``: per agent, the final TEST accuracy (in %) of the
+  architecture each run picks by VALIDATION (its best reward; ties: first found), with mean, std (ddof=1),
+  the 95% t confidence interval of the mean, the regret to the table's test optimum, how often the optimum
+  was picked, and the difference to a reference agent (Welch; random search by default);
+* ``runs.csv``: one row per run (its pick and the numbers above), so every mean can be recomputed;
+* ``curves.csv`` and ``curves_evaluations.png`` / ``curves_simulated_time.png``: best-so-far validation
+  reward and test accuracy of the validation pick, mean with 95% band, against the number of evaluations
+  and against simulated training time; ``final_test.png``: the distribution of the final test accuracy.
+
+Tables hold no wall-clock times (those are in ``timings.json``), so the same seeds give identical tables.
+
+One search (``write_run_report(RUN_DIR)``), into ``RUN_DIR/report/``: ``best_so_far.png``,
+``rewards.png`` (scatter + rolling mean, boxplots per window of evaluations), ``top_k.md`` / ``top_k.csv``
+and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evaluation import plots
+from evaluation.compare import CompareSpec, read_spec, read_timings, run_name, runs_dir
+from evaluation.curves import Curve, group_curves
+from evaluation.stats import MeanCI, mean_ci, welch_difference
+from evaluation.traces import RunTrace, Step, load_trace
+
+PCT = 100.0  # test accuracies are stored in [0, 1]; tables show % like the published figures
+
+
+# ---------------------------------------------------------------------------------------------- optimum
+@dataclasses.dataclass(frozen=True)
+class Optimum:
+    """The best test accuracy (%) and best reward the environment can give, when it is a lookup table."""
+
+    test_pct: float
+    test_indices: tuple[int, ...]
+    reward: float | None
+    source: str
+
+
+def table_optimum(env_id: str, env_kwargs: dict[str, Any]) -> Optimum | None:
+    """The NAS-Bench-201 optima of the evaluator behind ``env_id`` (None for other environments): the
+    200-epoch test optimum of its dataset and the best reward at its fidelity."""
+    from agents.search import make_env_parts
+    from nas_env.evaluators import reward_from_metric
+    from nas_env.tabular import TabularEvaluator
+
+    _, evaluator = make_env_parts(env_id, env_kwargs)
+    if not isinstance(evaluator, TabularEvaluator):
+        return None
+    table = evaluator.table()
+    test = table.optimum(evaluator.dataset, "test", 200)
+    reward = None
+    if evaluator.noise == 0.0:
+        valid = table.optimum(evaluator.dataset, "valid", evaluator.fidelity)
+        reward = float(reward_from_metric(valid.fraction, evaluator.reward_shaping))
+    return Optimum(float(test.value), test.indices, reward, f"NB201 table column {test.column}")
+
+
+# ---------------------------------------------------------------------------------------------- per run
+def architecture_string(step: Step) -> str:
+    """The architecture of a step as its space prints it (NB201: the official string), else its JSON."""
+    if step.space_config is not None:
+        try:
+            from nas_env.spaces import space_from_config
+
+            return str(space_from_config(step.space_config).architecture_from_json(step.arch_json))
+        except Exception:  # noqa: BLE001 - an unknown space still gets a readable report
+            pass
+    return step.arch_json
+
+
+def run_row(label: str, agent: str, seed: int, trace: RunTrace, optimum: Optimum | None) -> dict[str, Any]:
+    """The numbers of one run: its pick (best reward, first found) and that pick's test accuracy."""
+    pick = trace.pick
+    row: dict[str, Any] = {
+        "label": label,
+        "agent": agent,
+        "seed": seed,
+        "run": run_name(label, seed),
+        "evaluations": trace.num_evaluations,
+        "simulated_time_s": float(trace.cumulative_time_s()[-1]),
+        "best_reward": pick.reward,
+        "pick_seq": pick.seq,
+        "pick_arch": architecture_string(pick),
+        "pick_nb201_index": None if pick.result is None else pick.result.extra.get("nb201_index"),
+        "test_acc": None if pick.test_accuracy is None else pick.test_accuracy * PCT,
+    }
+    if optimum is not None and row["test_acc"] is not None:
+        row["regret"] = optimum.test_pct - row["test_acc"]
+        row["found_optimum"] = row["pick_nb201_index"] in optimum.test_indices
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- per agent
+def agent_row(
+    label: str, agent: str, kwargs: dict[str, Any], rows: Sequence[dict[str, Any]], optimum: Optimum | None,
+    reference: Sequence[dict[str, Any]] | None, confidence: float,
+) -> dict[str, Any]:
+    """Mean, std and CI of the runs of one agent; Welch difference to the reference agent's runs."""
+    reward = mean_ci([r["best_reward"] for r in rows], confidence)
+    out: dict[str, Any] = {
+        "label": label,
+        "agent": agent,
+        "agent_kwargs": json.dumps(kwargs, sort_keys=True),
+        "runs": len(rows),
+        "evaluations_mean": float(np.mean([r["evaluations"] for r in rows])),
+        "simulated_time_s_mean": float(np.mean([r["simulated_time_s"] for r in rows])),
+        **_prefixed("best_reward", reward),
+    }
+    tests = [r["test_acc"] for r in rows]
+    has_test = all(t is not None for t in tests)
+    if has_test:
+        test = mean_ci(tests, confidence)
+        out.update(_prefixed("test", test))
+        if optimum is not None:
+            out.update(
+                regret_mean=optimum.test_pct - test.mean,
+                regret_ci_low=optimum.test_pct - test.ci_high,
+                regret_ci_high=optimum.test_pct - test.ci_low,
+                found_optimum=float(np.mean([bool(r["found_optimum"]) for r in rows])),
+            )
+    if reference is not None and reference is not rows and len(rows) > 1 and len(reference) > 1:
+        key = "test_acc" if has_test and all(r["test_acc"] is not None for r in reference) else "best_reward"
+        diff = welch_difference([r[key] for r in rows], [r[key] for r in reference], confidence)
+        out.update(diff_of=key, diff_vs_ref=diff.diff, diff_ci_low=diff.ci_low, diff_ci_high=diff.ci_high, diff_p=diff.p_value)
+    return out
+
+
+def _prefixed(prefix: str, s: MeanCI) -> dict[str, float]:
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_ci_low": s.ci_low, f"{prefix}_ci_high": s.ci_high}
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+@dataclasses.dataclass
+class CompareReport:
+    """The comparison's numbers and where its files are."""
+
+    out_dir: Path
+    spec: CompareSpec
+    agents: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    optimum: Optimum | None
+    files: list[Path]
+
+    def agent(self, label: str) -> dict[str, Any]:
+        return next(a for a in self.agents if a["label"] == label)
+
+
+def load_compare_traces(out_dir: Path, spec: CompareSpec) -> dict[str, list[RunTrace]]:
+    """label -> the traces of its runs, in seed order."""
+    return {
+        a.label: [load_trace(runs_dir(out_dir) / run_name(a.label, seed)) for seed in spec.seeds] for a in spec.agents
+    }
+
+
+def write_compare_report(out_dir: str | Path) -> CompareReport:
+    """Recompute the comparison in ``out_dir`` from its run directories and write every report file."""
+    out = Path(out_dir)
+    spec = read_spec(out)
+    traces = load_compare_traces(out, spec)
+    optimum = table_optimum(spec.env_id, spec.env_kwargs)
+    runs = [
+        run_row(a.label, a.agent, seed, trace, optimum)
+        for a in spec.agents
+        for seed, trace in zip(spec.seeds, traces[a.label])
+    ]
+    by_label = {a.label: [r for r in runs if r["label"] == a.label] for a in spec.agents}
+    ref = spec.reference_label
+    agents = [
+        agent_row(a.label, a.agent, a.kwargs, by_label[a.label], optimum, by_label.get(ref) if ref else None, spec.confidence)
+        for a in spec.agents
+    ]
+    curves = group_curves(traces, ["best_reward", "picked_test"], spec.max_simulated_time_s, spec.confidence)
+    files = [
+        _write_json(out / "summary.json", _summary_json(spec, agents, optimum)),
+        _write_csv(out / "summary.csv", agents),
+        _write_csv(out / "runs.csv", runs),
+        _write_curves_csv(out / "curves.csv", curves),
+        *_compare_figures(out, curves, by_label, optimum),
+    ]
+    markdown = compare_markdown(spec, agents, optimum, _timings(out), [f.name for f in files])
+    files.insert(0, _write_text(out / "summary.md", markdown))
+    return CompareReport(out, spec, agents, runs, optimum, files)
+
+
+def _summary_json(spec: CompareSpec, agents: list[dict[str, Any]], optimum: Optimum | None) -> dict[str, Any]:
+    return {
+        "spec": spec.to_dict(),
+        "reference": spec.reference_label,
+        "optimum": None if optimum is None else dataclasses.asdict(optimum),
+        "agents": agents,
+        "units": {"test": "% (CIFAR-10 test accuracy of the validation pick)", "best_reward": "reward"},
+    }
+
+
+def _compare_figures(out: Path, curves: list[Curve], by_label: dict[str, list[dict[str, Any]]], optimum: Optimum | None) -> list[Path]:
+    has_test = all(r["test_acc"] is not None for rows in by_label.values() for r in rows)
+    shown = [c for c in curves if has_test or c.quantity != "picked_test"]
+    ref = {} if optimum is None else {"picked_test": optimum.test_pct, **({"best_reward": optimum.reward} if optimum.reward is not None else {})}
+    files = [plots.plot_curves(shown, "evaluations", out / "curves_evaluations.png", "best so far vs evaluations", optimum=ref)]
+    if any(c.axis == "simulated_time_s" for c in shown):
+        files.append(plots.plot_curves(shown, "simulated_time_s", out / "curves_simulated_time.png", "best so far vs simulated time", optimum=ref))
+    if has_test:
+        values = {label: [r["test_acc"] for r in rows] for label, rows in by_label.items()}
+        files.append(plots.plot_final_boxplot(values, out / "final_test.png", "test accuracy (%) of the validation pick",
+                                              None if optimum is None else optimum.test_pct))
+    return files
+
+
+def _timings(out: Path) -> dict[str, Any] | None:
+    sessions = read_timings(out)
+    return {"sessions": sessions} if sessions else None
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def compare_markdown(
+    spec: CompareSpec,
+    agents: list[dict[str, Any]],
+    optimum: Optimum | None,
+    timings: dict[str, Any] | None = None,
+    files: Sequence[str] = (),
+) -> str:
+    """The comparison table as markdown (the same numbers as summary.csv, rounded)."""
+    pct = int(round(spec.confidence * 100))
+    has_test = all("test_mean" in a for a in agents)
+    what = (
+        "Test accuracy (%) of the architecture each run picks by validation (its best reward, ties: first found)"
+        if has_test else "Best reward of each run (no test accuracy in these results)"
+    )
+    lines = [
+        f"# Comparison on {spec.env_id}",
+        "",
+        f"env_kwargs `{json.dumps(spec.env_kwargs, sort_keys=True)}`, budget {spec.budget} evaluations"
+        + (f", simulated-time budget {spec.max_simulated_time_s:g} s" if spec.max_simulated_time_s else "")
+        + f", seeds {_seed_range(spec.seeds)} ({len(spec.seeds)} per agent).",
+        "",
+        f"{what}: mean ± std over runs and the {pct}% t-interval of the mean"
+        + (f"; regret = optimum {optimum.test_pct:.4f} - test" if optimum and has_test else "")
+        + (f"; last column: difference of the means to `{spec.reference_label}` with its {pct}% Welch interval and p-value"
+           if spec.reference_label else "") + ".",
+        "",
+    ]
+    header = ["agent", "runs", "evals", "best reward"]
+    header += ["test acc", f"{pct}% CI"] if has_test else [f"{pct}% CI"]
+    header += ["regret", "optimum found"] if has_test and optimum else []
+    header += ["vs " + spec.reference_label] if spec.reference_label else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in agents:
+        lines.append("| " + " | ".join(_agent_cells(a, spec, has_test, optimum is not None)) + " |")
+    lines += ["", "Agent settings:", ""]
+    lines += [f"- {a['label']}: `{a['agent']}` {a['agent_kwargs']}" for a in agents]
+    lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "." if files else "", ""]
+    if "curves_evaluations.png" in files:
+        lines += ["![curves vs evaluations](curves_evaluations.png)", ""]
+    if timings:
+        lines += ["## Timing (not reproducible; not part of the tables)", ""]
+        for session in timings.get("sessions", []):
+            per_run = list(session["runs"].values())
+            when = "" if session.get("started", "-") == "-" else f"{session['started']}: "
+            lines.append(f"- {when}{len(per_run)} runs in {session['total_wall_s']:.1f} s wall with "
+                         f"{session['workers']} worker(s) ({session.get('cpu_count')} CPUs); per run: mean "
+                         f"{np.mean(per_run):.2f} s, max {np.max(per_run):.2f} s")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _agent_cells(a: dict[str, Any], spec: CompareSpec, has_test: bool, has_optimum: bool) -> list[str]:
+    """One markdown table row of :func:`compare_markdown`."""
+    cells = [a["label"] + (f" ({a['agent']})" if a["label"] != a["agent"] else ""), str(a["runs"]),
+             _fmt(a["evaluations_mean"], 1), f"{_fmt(a['best_reward_mean'], 4)} ± {_fmt(a['best_reward_std'], 4)}"]
+    if has_test:
+        cells += [f"{_fmt(a['test_mean'])} ± {_fmt(a['test_std'])}", f"[{_fmt(a['test_ci_low'])}, {_fmt(a['test_ci_high'])}]"]
+        if has_optimum:
+            cells += [_fmt(a.get("regret_mean")), f"{100 * a['found_optimum']:.0f}%"]
+    else:
+        cells.append(f"[{_fmt(a['best_reward_ci_low'], 4)}, {_fmt(a['best_reward_ci_high'], 4)}]")
+    if spec.reference_label:
+        if a["label"] == spec.reference_label:
+            cells.append("(reference)")
+        elif "diff_vs_ref" in a:
+            d = 2 if a["diff_of"] == "test_acc" else 4
+            cells.append(f"{a['diff_vs_ref']:+.{d}f} [{a['diff_ci_low']:+.{d}f}, {a['diff_ci_high']:+.{d}f}], p={a['diff_p']:.2g}")
+        else:
+            cells.append("-")
+    return cells
+
+
+def md_code(text: str) -> str:
+    """``text`` as inline code inside a markdown table cell (pipes escaped: NB201 strings are full of them)."""
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def _seed_range(seeds: Sequence[int]) -> str:
+    s = sorted(seeds)
+    return f"{s[0]}..{s[-1]}" if s == list(range(s[0], s[-1] + 1)) else ",".join(map(str, s))
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def write_run_report(run_dir: str | Path, k: int = 10) -> list[Path]:
+    """Report on one finished search into ``RUN_DIR/report/``; returns the files written."""
+    trace = load_trace(run_dir)
+    if not trace.steps:
+        raise ValueError(f"{run_dir}: the search has told no evaluation yet; nothing to report")
+    out = trace.run_dir / "report"
+    cfg = trace.config
+    title = f"{cfg.env_id}, {cfg.agent}, seed {cfg.seed}"
+    seq = np.array([s.seq for s in trace.steps], dtype=float)
+    rewards = trace.rewards()
+    failed = np.array([s.status != "ok" for s in trace.steps])
+    picked = trace.picked_test_so_far() if trace.has_test else None
+    top = top_k(trace, k)
+    n = rewards.size
+    files = [
+        plots.plot_run(seq, rewards, trace.best_so_far(), failed, out / "best_so_far.png", title, picked),
+        plots.plot_reward_distribution(seq, rewards, min(10, n), max(2, min(20, n // 10 or 1)), out / "rewards.png", title),
+        _write_text(out / "top_k.md", top_k_markdown(top, title)),
+        _write_csv(out / "top_k.csv", top),
+        _write_json(out / "summary.json", _run_summary(trace)),
+    ]
+    return files
+
+
+def top_k(trace: RunTrace, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best distinct architectures (by reward; ties: first told), with their stored result."""
+    first: dict[str, Step] = {}
+    for step in trace.steps:
+        first.setdefault(step.arch_key, step)
+    ranked = sorted(first.values(), key=lambda s: (-s.reward, s.seq))[:k]
+    rows = []
+    for rank, step in enumerate(ranked, 1):
+        r = step.result
+        rows.append({
+            "rank": rank,
+            "seq": step.seq,
+            "reward": step.reward,
+            "metric": None if r is None else r.metric,
+            "status": step.status,
+            "params": None if r is None else r.params,
+            "test_acc": None if step.test_accuracy is None else step.test_accuracy * PCT,
+            "architecture": architecture_string(step),
+        })
+    return rows
+
+
+def top_k_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    has_test = any(r["test_acc"] is not None for r in rows)
+    header = ["rank", "told #", "reward", "metric", "status", "params"] + (["test acc (%)"] if has_test else []) + ["architecture"]
+    lines = [f"# Top {len(rows)} architectures: {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [str(r["rank"]), str(r["seq"]), f"{r['reward']:.4f}", _fmt(r["metric"], 4), r["status"],
+                 "-" if r["params"] is None else f"{r['params']:,}"]
+        if has_test:
+            cells.append(_fmt(r["test_acc"], 2))
+        cells.append(md_code(r["architecture"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _run_summary(trace: RunTrace) -> dict[str, Any]:
+    pick = trace.pick
+    statuses: dict[str, int] = {}
+    for s in trace.steps:
+        statuses[s.status] = statuses.get(s.status, 0) + 1
+    return {
+        "run": trace.run_dir.name,
+        "config": trace.config.to_dict(),
+        "evaluations": trace.num_evaluations,
+        "distinct_architectures": len({s.arch_key for s in trace.steps}),
+        "statuses": statuses,
+        "simulated_time_s": float(trace.cumulative_time_s()[-1]),
+        "best_reward": pick.reward,
+        "best_seq": pick.seq,
+        "best_architecture": architecture_string(pick),
+        "best_test_acc": None if pick.test_accuracy is None else pick.test_accuracy * PCT,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- writers
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    return _write_text(path, json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN -> None, tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def _write_curves_csv(path: Path, curves: Sequence[Curve]) -> Path:
+    rows = [
+        {"label": c.label, "quantity": c.quantity, "axis": c.axis, "x": float(x), "mean": float(m),
+         "ci_low": float(lo), "ci_high": float(hi), "n": int(n)}
+        for c in curves
+        for x, m, lo, hi, n in zip(c.x, c.mean, c.low, c.high, c.n)
+    ]
+    return _write_csv(path, rows)
