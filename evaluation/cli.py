@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from evaluation.compare import DEFAULT_EXECUTOR, CompareError, CompareSpec, parse_agents
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
+from nas_env.cli import json_object
 
 
 def _agent_kwargs(text: str) -> tuple[str, dict[str, Any]]:
@@ -27,7 +17,7 @@ def _agent_kwargs(text: str) -> tuple[str, dict[str, Any]]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected AGENT=JSON, got {text!r}")
-    return name.strip(), _json_object(value)
+    return name.strip(), json_object(value)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -61,7 +51,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "curves with 95%% confidence bands into OUT. Re-running into the same OUT resumes: finished runs are kept.",
     )
     p.add_argument("--env", default="NAS-Bench-201-v0", help="registered environment id (default: %(default)s)")
-    p.add_argument("--env-kwargs", type=_json_object, default={}, help="gym.make kwargs as a JSON object")
+    p.add_argument("--env-kwargs", type=json_object, default={}, help="gym.make kwargs as a JSON object")
     p.add_argument("--agents", required=True,
                    help="comma-separated AGENT or LABEL:AGENT items, e.g. reinforce,random,rea:evolution")
     p.add_argument("--agent-kwargs", type=_agent_kwargs, action="append", default=[], metavar="LABEL=JSON",
@@ -72,7 +62,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulated-time", type=float, default=None, metavar="S",
                    help="also stop a run once its simulated training time reaches S seconds (tabular benchmarks)")
     p.add_argument("--wall-time", type=float, default=None, help="stop each run after this many seconds")
-    p.add_argument("--executor", type=_json_object, default=dict(DEFAULT_EXECUTOR),
+    p.add_argument("--executor", type=json_object, default=dict(DEFAULT_EXECUTOR),
                    help="executor settings of every run as JSON (default: %(default)s)")
     p.add_argument("--reference", default=None, help="agent label the others are compared with (default: random)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")

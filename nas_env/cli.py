@@ -14,7 +14,8 @@ SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 ASK_TELL_AGENTS = ("reinforce", "random", "evolution")
 
 
-def _json_arg(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object (for --env-kwargs, --agent-kwargs, ...)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -60,8 +61,8 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--curriculum-every", type=int, default=1600)
     g.add_argument("--curriculum-step", type=int, default=2)
     g.add_argument("--curriculum-max-layers", type=int, default=None)
-    g.add_argument("--env-kwargs", type=_json_arg, default=None, help="extra gym.make kwargs as a JSON object")
-    g.add_argument("--agent-kwargs", type=_json_arg, default=None, help="agent hyperparameters as a JSON object")
+    g.add_argument("--env-kwargs", type=json_object, default=None, help="extra gym.make kwargs as a JSON object")
+    g.add_argument("--agent-kwargs", type=json_object, default=None, help="agent hyperparameters as a JSON object")
 
     from slurm.config import ExecutorConfig
 
@@ -77,7 +78,7 @@ def _train_budget(args: argparse.Namespace) -> Any:
         wants_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
         budget = "paper" if wants_gpu else "cpu-demo"
     elif budget.lstrip().startswith("{"):
-        budget = _json_arg(budget)
+        budget = json_object(budget)
     if any(v is not None for v in (args.epochs, args.train_images, args.resolution)):
         from nas_env.evaluators import resolve_budget
 

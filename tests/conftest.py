@@ -41,3 +41,15 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.skip(f"SLURM packages not installed (missing {missing}): run slurm/cluster/install-debian.sh")
     with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as conf:
         yield conf
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a test: on a shared 2-core machine a second OpenMP thread stalls whenever
+    the other core is busy, which makes small tensors an order of magnitude slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

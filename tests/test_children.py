@@ -15,13 +15,7 @@ from nas_env.spaces import CNNArchitecture, CNNSpace, ConvLayer
 BATCH = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation, which stalls badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conv_inputs(model: ChildCNN) -> list[int]:

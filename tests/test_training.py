@@ -41,13 +41,7 @@ TINY_NET = CNNArchitecture((ConvLayer(3, 3, 24), ConvLayer(3, 3, 24, 2, 2, input
 TINY = TrainingBudget(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine a second OpenMP thread stalls whenever the core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
