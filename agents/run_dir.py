@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nas_env.config_dicts import dataclass_from_dict
+
 
 @dataclasses.dataclass
 class SearchConfig:
@@ -39,11 +41,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown search config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "search config")
 
 
 class RunDir:

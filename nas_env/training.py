@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.config_dicts import dataclass_from_dict
 from nas_env.results import Status
 
 __all__ = [
@@ -95,11 +96,7 @@ class TrainingBudget:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainingBudget":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingBudget field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "TrainingBudget field")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

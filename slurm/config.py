@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas_env.config_dicts import dataclass_from_dict
+
 #: the executors a :class:`~slurm.dispatch.Dispatcher` knows, the default first
 EXECUTORS: tuple[str, ...] = ("local", "slurm", "inline")
 
@@ -78,11 +80,7 @@ class ExecutorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExecutorConfig":
         """Build from a mapping; unknown keys are an error naming them (typos must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown executor config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**dict(data))
+        return dataclass_from_dict(cls, data, "executor config")
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ExecutorConfig":

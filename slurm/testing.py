@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 CLUSTER_SCRIPTS = Path(__file__).resolve().parent / "cluster"
 
@@ -116,3 +116,15 @@ def local_cluster(directory: str | Path, start_timeout_s: float = 120.0) -> Iter
             timeout=120,
             check=False,
         )
+
+
+def distinct_architectures(space: Any, n: int, offset: int = 0) -> list[Any]:
+    """``n`` seeded architectures of ``space`` with distinct keys (children for dispatcher tests)."""
+    out, seen, seed = [], set(), offset
+    while len(out) < n:
+        arch = space.sample(seed)
+        seed += 1
+        if space.key(arch) not in seen:
+            seen.add(space.key(arch))
+            out.append(arch)
+    return out

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from slurm.testing import distinct_architectures
+
 from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
@@ -29,15 +31,8 @@ SPACE = CNNSpace(num_layers=3)
 
 
 def archs(n: int, offset: int = 0) -> list:
-    """``n`` architectures with distinct keys (seeded)."""
-    out, seen, seed = [], set(), offset
-    while len(out) < n:
-        arch = SPACE.sample(seed)
-        seed += 1
-        if SPACE.key(arch) not in seen:
-            seen.add(SPACE.key(arch))
-            out.append(arch)
-    return out
+    """``n`` architectures of SPACE with distinct keys (seeded)."""
+    return distinct_architectures(SPACE, n, offset)
 
 
 def expected_reward(evaluator: SyntheticEvaluator, arch) -> float:

@@ -23,7 +23,7 @@ from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
 from slurm import ClusterConfigError, Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
-from slurm.testing import free_ports, simulate_preemption
+from slurm.testing import distinct_architectures, free_ports, simulate_preemption
 
 pytestmark = pytest.mark.slurm
 
@@ -38,14 +38,8 @@ def cluster(slurm_cluster: Path) -> Path:
 
 
 def archs(n: int, offset: int = 0) -> list:
-    out, seen, seed = [], set(), offset
-    while len(out) < n:
-        arch = SPACE.sample(seed)
-        seed += 1
-        if SPACE.key(arch) not in seen:
-            seen.add(SPACE.key(arch))
-            out.append(arch)
-    return out
+    """``n`` architectures of SPACE with distinct keys (seeded)."""
+    return distinct_architectures(SPACE, n, offset)
 
 
 def sacct(*args: str) -> list[list[str]]:
