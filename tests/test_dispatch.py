@@ -335,3 +335,11 @@ def test_sacct_output_is_read_per_array_task() -> None:
         "12_1": "CANCELLED by 0",
         "13": "RUNNING",
     }  # fmt: skip
+
+
+def test_the_documented_cluster_config_file_parses() -> None:
+    from pathlib import Path
+
+    config = ExecutorConfig.from_file(Path(__file__).resolve().parents[1] / "docs" / "cluster.toml")
+    assert config.executor == "slurm" and config.max_in_flight == 800 and config.gpus_per_child == 1
+    assert config.extra_sbatch == {"constraint": "a100"}
