@@ -128,3 +128,18 @@ def distinct_architectures(space: Any, n: int, offset: int = 0) -> list[Any]:
             seen.add(space.key(arch))
             out.append(arch)
     return out
+
+
+def collect_completed(dispatcher: Any, n: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait for ``n`` results of ``dispatcher`` (key -> Completed); fail with what arrived if they do not
+    come in time, or if one task completes twice."""
+    import time
+
+    done: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < deadline:
+        for c in dispatcher.wait(timeout=max(0.0, deadline - time.monotonic())):
+            assert c.key not in done, f"{c.key} completed twice"
+            done[c.key] = c
+    assert len(done) == n, f"only {sorted(done)} of {n} completed; in flight: {dispatcher.in_flight()}"
+    return done

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm.testing import distinct_architectures
+from slurm.testing import collect_completed as collect, distinct_architectures
 
 from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
@@ -39,16 +39,6 @@ def expected_reward(evaluator: SyntheticEvaluator, arch) -> float:
     return evaluator.score(SPACE.encode(arch))
 
 
-def collect(dispatcher: Dispatcher, n: int, timeout: float = 60.0) -> dict[str, Completed]:
-    """Wait for ``n`` results; fail with what arrived if they do not come in time."""
-    done: dict[str, Completed] = {}
-    deadline = time.monotonic() + timeout
-    while len(done) < n and time.monotonic() < deadline:
-        for c in dispatcher.wait(timeout=max(0.0, deadline - time.monotonic())):
-            assert c.key not in done, f"{c.key} completed twice"
-            done[c.key] = c
-    assert len(done) == n, f"only {sorted(done)} of {n} completed; in flight: {dispatcher.in_flight()}"
-    return done
 
 
 def job_pickles(folder: Path) -> list[Path]:

@@ -63,4 +63,7 @@ def test_search_on_slurm_survives_a_killed_driver(slurm_cluster: Path, tmp_path:
     assert ids_at_kill <= job_ids  # the jobs running at the kill delivered the results: reattached
     keys = [json.loads(line)["key"] for line in log.read_text().splitlines()]
     assert len(keys) == len(set(keys)), "an architecture was trained twice"
+    deadline = time.monotonic() + 30  # slurmdbd records array tasks with a short lag
+    while len(_sacct_jobs("search-e2e")) < len(keys) and time.monotonic() < deadline:
+        time.sleep(0.3)
     assert len(_sacct_jobs("search-e2e")) == len(keys)  # one job per evaluation, none submitted twice

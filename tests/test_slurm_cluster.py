@@ -22,8 +22,8 @@ from submitit.slurm.slurm import SlurmJob
 from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
-from slurm import ClusterConfigError, Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
-from slurm.testing import distinct_architectures, free_ports, simulate_preemption
+from slurm import ClusterConfigError, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
+from slurm.testing import collect_completed as collect, distinct_architectures, free_ports, simulate_preemption
 
 pytestmark = pytest.mark.slurm
 
@@ -51,12 +51,14 @@ def sacct(*args: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines() if line]
 
 
-def settled(*args: str, timeout: float = 30.0) -> list[list[str]]:
-    """``sacct(*args)`` once no listed job is still running (a result can arrive before the job ends)."""
+def settled(*args: str, timeout: float = 30.0, expected: int | None = None) -> list[list[str]]:
+    """``sacct(*args)`` once no listed job is still running (a result can arrive before the job ends) and,
+    with ``expected``, once that many rows are there (slurmdbd records array tasks with a short lag)."""
     deadline = time.monotonic() + timeout
     while True:
         rows = sacct(*args)
-        if all(not faults.is_active(r[1]) for r in rows) or time.monotonic() > deadline:
+        complete = expected is None or len(rows) >= expected
+        if (complete and all(not faults.is_active(r[1]) for r in rows)) or time.monotonic() > deadline:
             return rows
         time.sleep(0.3)
 
@@ -69,15 +71,6 @@ def config(job_name: str, **overrides) -> ExecutorConfig:
     return ExecutorConfig(**{**base, **overrides})
 
 
-def collect(dispatcher: Dispatcher, n: int, timeout: float) -> dict[str, Completed]:
-    done: dict[str, Completed] = {}
-    deadline = time.monotonic() + timeout
-    while len(done) < n and time.monotonic() < deadline:
-        for c in dispatcher.wait(timeout=max(0.0, deadline - time.monotonic())):
-            assert c.key not in done, f"{c.key} completed twice"
-            done[c.key] = c
-    assert len(done) == n, f"only {sorted(done)} of {n} completed; in flight {dispatcher.in_flight()}"
-    return done
 
 
 def read_epoch(path: Path) -> int:
@@ -159,7 +152,7 @@ def test_search_batch_as_job_arrays_with_faults(
     assert {k: c.job_id for k, c in done.items()} == {t.key: i for t, i in zip(tasks, ids)}
 
     # what SLURM recorded: 10 tasks of one array, states matching the results, child-0 requeued
-    rows = {r[0]: r[1] for r in settled("-X", "-j", array_id, "-o", "JobID,State")}
+    rows = {r[0]: r[1] for r in settled("-X", "-j", array_id, "-o", "JobID,State", expected=len(ids))}
     assert sorted(rows) == sorted(ids)
     assert rows[ids[1]].startswith("CANCELLED") and rows[ids[2]] == "FAILED"
     assert all(rows[ids[i]] == "COMPLETED" for i in (0, *range(3, 10)))
@@ -282,7 +275,7 @@ def test_driver_killed_and_reattached(cluster: Path, tmp_path: Path) -> None:
         assert c.result.reward == pytest.approx(evaluator.score(SPACE.encode(SPACE.sample(200 + i))))
 
     # nothing was submitted twice: SLURM knows exactly these 6 jobs under this job name, each ran once
-    rows = settled("-X", "--name=driver-restart", "-o", "JobID,State")
+    rows = settled("-X", "--name=driver-restart", "-o", "JobID,State", expected=len(pending))
     assert sorted(r[0] for r in rows) == sorted(pending.values())
     assert all(r[1] == "COMPLETED" for r in rows), rows
     duplicates = sacct("-X", "-D", "--name=driver-restart", "-o", "JobID,State")
