@@ -313,8 +313,11 @@ class Search:
                 self._waiting[key].append(record.proposal_id)
                 continue
             self._waiting[key] = [record.proposal_id]
-            if record.job_id:
-                reattach[key] = record.job_id
+            # no job id: the driver died between submitting and recording it; a job that started
+            # has claimed the task, and one still queued will find the claim of its twin and step aside
+            job_id = record.job_id or self.dispatcher.claimed(key)
+            if job_id:
+                reattach[key] = job_id
             else:
                 to_submit.append(Task(key=key, evaluator=self.evaluator, arch=arch))
         for pid, result in answered:

@@ -193,7 +193,7 @@ class ResultStore:
             ),
         )
 
-    def set_job_ids(self, job_ids: dict[int, str]) -> None:
+    def set_job_ids(self, job_ids: dict[int, str | None]) -> None:
         """Remember which scheduler job runs each proposal (to reattach after a driver crash)."""
         self._db.executemany(
             "UPDATE proposals SET job_id=? WHERE proposal_id=?", [(j, pid) for pid, j in job_ids.items()]

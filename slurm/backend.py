@@ -79,6 +79,10 @@ class Backend(abc.ABC):
     def cancel(self, record: JobRecord) -> None:
         """Ask the job to stop; its CANCELLED result arrives through :meth:`outcome`."""
 
+    def job_id_of_claim(self, claim: dict[str, str]) -> str:
+        """The job id (as :meth:`submit` gives them) of the job that wrote ``claim`` (see :mod:`slurm.claims`)."""
+        return str(claim["job_id"])
+
     def close(self) -> None:
         """Release what the backend holds in this process (running jobs are left alone)."""
 

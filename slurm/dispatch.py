@@ -31,7 +31,8 @@ from slurm import faults
 from slurm.backend import Backend, JobRecord, SubmissionError
 from slurm.config import ClusterConfigError, ExecutorConfig
 from slurm.inline_backend import InlineBackend
-from slurm.job import EvaluateTask, checkpoint_path
+from slurm.claims import claimed_by, read_claim, release_claim
+from slurm.job import EvaluateTask, checkpoint_path, claim_path
 from slurm.local_backend import LocalBackend
 from slurm.slurm_backend import SlurmBackend
 
@@ -112,7 +113,10 @@ class Dispatcher:
         if duplicated:
             raise ValueError(f"task keys already in flight or repeated in this batch: {duplicated}")
         functions = [
-            EvaluateTask(t.key, t.evaluator, t.arch, str(checkpoint_path(self.folder, t.key))) for t in tasks
+            EvaluateTask(
+                t.key, t.evaluator, t.arch, str(checkpoint_path(self.folder, t.key)), str(claim_path(self.folder, t.key))
+            )
+            for t in tasks
         ]
         try:
             submitted = self._backend.submit(functions)
@@ -149,10 +153,15 @@ class Dispatcher:
                     result = failure(Status.FAILED, error=error, reward=record.failure_reward, job_id=record.job_id)
                 if result is None:
                     continue
+                owner = claimed_by(result)
+                if owner is not None and self._follow_claim(record, owner):
+                    continue
                 if not result.ok and not result.wall_time_s:
                     result = result.with_updates(wall_time_s=max(0.0, record.age(wall)))
                 del self._records[record.key]
                 self._ready.append(Completed(record.key, record.job_id, result))
+                if self.claimed(record.key) == record.job_id:
+                    release_claim(claim_path(self.folder, record.key))
                 if result.status is Status.OK:
                     checkpoint_path(self.folder, record.key).unlink(missing_ok=True)
         done, self._ready = self._ready, []
@@ -172,6 +181,34 @@ class Dispatcher:
             if deadline is not None:
                 pause = min(pause, deadline - now)
             time.sleep(pause)
+
+    def _follow_claim(self, record: JobRecord, owner: dict[str, str]) -> bool:
+        """A job found its task owned by another job: watch the owner instead. False if it cannot be."""
+        try:
+            owner_id = self._backend.job_id_of_claim(owner)
+            if owner_id == record.job_id:
+                return False
+            job, _ = self._backend.attach(owner_id)
+        except (KeyError, ValueError) as e:
+            log.warning("job %s found its task claimed by %s, which cannot be watched: %s", record.job_id, owner, e)
+            return False
+        log.info("task %r is evaluated by job %s, not by its duplicate %s", record.key, owner_id, record.job_id)
+        self._records[record.key] = JobRecord(record.key, owner_id, job, record.failure_reward, record.submitted_at)
+        return True
+
+    def claimed(self, key: str) -> str | None:
+        """The id of the job that has started the task ``key`` and owns it until its result is collected.
+
+        A restarted driver asks this for tasks it proposed but has no job id for (it died between
+        submitting them and recording the ids): a claimed task is reattached, not submitted again.
+        """
+        claim = read_claim(claim_path(self.folder, key))
+        if claim is None:
+            return None
+        try:
+            return self._backend.job_id_of_claim(claim)
+        except (KeyError, ValueError):
+            return None
 
     def in_flight(self) -> dict[str, str]:
         """``key -> job id`` of the tasks submitted and not yet returned by poll(); save it to reattach."""

@@ -20,6 +20,13 @@ from submitit.core.job_environment import JobEnvironment, SignalHandler
 from nas_env.evaluators import Evaluator
 from nas_env.results import EvalResult
 from nas_env.spaces.base import Architecture
+from slurm.claims import claim_task, current_job_claim, duplicate_result
+
+
+def _task_file(folder: str | Path, subfolder: str, key: str, suffix: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)[:40].strip("-.") or "task"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(folder) / subfolder / f"{slug}-{digest}{suffix}"
 
 
 def checkpoint_path(folder: str | Path, key: str) -> Path:
@@ -27,9 +34,12 @@ def checkpoint_path(folder: str | Path, key: str) -> Path:
 
     Deleted when the task succeeds; kept after a failure, so a resubmission of the same key resumes.
     """
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)[:40].strip("-.") or "task"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(folder) / "checkpoints" / f"{slug}-{digest}.ckpt"
+    return _task_file(folder, "checkpoints", key, ".ckpt")
+
+
+def claim_path(folder: str | Path, key: str) -> Path:
+    """The claim file of the task ``key`` (see :mod:`slurm.claims`): which job owns it while it is in flight."""
+    return _task_file(folder, "claims", key, ".json")
 
 
 def handle_preemption_once() -> None:
@@ -61,17 +71,29 @@ def handle_preemption_once() -> None:
 
 
 class EvaluateTask(submitit.helpers.Checkpointable):
-    """``evaluator.evaluate(arch, checkpoint_path=...)`` as a picklable, requeueable job function."""
+    """``evaluator.evaluate(arch, checkpoint_path=...)`` as a picklable, requeueable job function.
 
-    def __init__(self, key: str, evaluator: Evaluator, arch: Architecture, checkpoint_path: str) -> None:
+    With a ``claim_path``, the job first claims the task; if another job owns it, the job returns at
+    once with a duplicate result instead of training the same child a second time.
+    """
+
+    def __init__(
+        self, key: str, evaluator: Evaluator, arch: Architecture, checkpoint_path: str, claim_path: str | None = None
+    ) -> None:
         self.key = key
         self.evaluator = evaluator
         self.arch = arch
         self.checkpoint_path = checkpoint_path
+        self.claim_path = claim_path
 
     def __call__(self) -> EvalResult:
         """Run inside a submitit job (local subprocess or SLURM)."""
         handle_preemption_once()
+        me = current_job_claim()
+        if self.claim_path is not None and me is not None:
+            owner = claim_task(self.claim_path, me)
+            if owner is not None:
+                return duplicate_result(owner, self.evaluator.failure_reward)
         return self.evaluate()
 
     def evaluate(self) -> EvalResult:

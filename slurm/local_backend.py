@@ -94,6 +94,9 @@ class LocalBackend(Backend):
         job = LocalJob(folder=folder, job_id=pid)
         return job, load_function(job.paths.submitted_pickle)
 
+    def job_id_of_claim(self, claim: dict[str, str]) -> str:
+        return f"{Path(claim.get('folder', '')).name}-{claim['job_id']}"  # the folder is the batch's
+
     def refresh(self, records: Sequence[JobRecord]) -> None:
         self.calls += 1  # no scheduler: states are read from the processes and files in outcome()
 

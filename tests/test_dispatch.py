@@ -24,6 +24,7 @@ from nas_env.spaces.cnn import CNNSpace
 from slurm import Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path
 from slurm import faults
 from slurm.check import parse_time_limit
+from slurm.claims import claim_task, read_claim, release_claim
 from slurm.local_backend import controller_alive
 
 EXECUTORS = ["local", "inline"]
@@ -231,6 +232,63 @@ def test_local_jobs_survive_a_killed_driver(tmp_path: Path) -> None:
         assert c.job_id == pending[f"d{i}"]
         assert c.result.reward == pytest.approx(expected_reward(evaluator, SPACE.sample(100 + i)))
     assert len(job_pickles(folder)) == 4
+
+
+def trained_keys(log: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def wait_until_ended(job_ids: list[str], timeout: float = 60) -> None:
+    pids = [int(job_id.rsplit("-", 1)[1]) for job_id in job_ids]
+    deadline = time.monotonic() + timeout
+    while any(controller_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(controller_alive(pid) for pid in pids), "a job process did not end"
+
+
+def test_a_task_submitted_again_after_its_job_id_was_lost_is_trained_once(tmp_path: Path) -> None:
+    """A driver that dies between submitting and recording the job ids leaves unknown jobs; submitting
+    their tasks again must not train them twice (the twin finds the claim and the dispatcher follows it)."""
+    log, folder = tmp_path / "trained.jsonl", tmp_path / "jobs"
+    evaluator = SyntheticEvaluator(SPACE, target_seed=6, epochs=4, seconds_per_epoch=0.4, log_path=log)
+    raced, claimed = archs(2)
+    lost = make("local", folder, max_in_flight=2)
+    orphan_ids = lost.submit([Task("raced", evaluator, raced), Task("claimed", evaluator, claimed)])
+    del lost  # the ids are never recorded
+
+    dispatcher = make("local", folder, max_in_flight=2)
+    # "raced": submitted again at once, while the orphan may not have started yet
+    (twin_id,) = dispatcher.submit([Task("raced", evaluator, raced)])
+    # "claimed": the orphan has started and owns the task (a restarted search reattaches to it); a twin
+    # submitted anyway steps aside, and the dispatcher follows the owner
+    deadline = time.monotonic() + 60
+    while dispatcher.claimed("claimed") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dispatcher.claimed("claimed") == orphan_ids[1]
+    (claimed_twin_id,) = dispatcher.submit([Task("claimed", evaluator, claimed)])
+
+    done = collect(dispatcher, 2)
+    for key, arch in (("raced", raced), ("claimed", claimed)):
+        assert done[key].result.ok, done[key].result.error
+        assert done[key].result.reward == pytest.approx(expected_reward(evaluator, arch))
+    assert done["raced"].job_id in (orphan_ids[0], twin_id)
+    assert done["claimed"].job_id == orphan_ids[1]
+    assert dispatcher.claimed("raced") is None and dispatcher.claimed("claimed") is None  # released
+    wait_until_ended(orphan_ids + [twin_id, claimed_twin_id])
+    assert sorted(trained_keys(log)) == sorted([SPACE.key(raced), SPACE.key(claimed)])
+
+
+def test_claims_are_atomic_kept_by_a_requeued_job_and_taken_over_when_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "claims" / "task.json"
+    first, second = {"job_id": "11_0", "folder": "f"}, {"job_id": "12_0", "folder": "f"}
+    assert claim_task(path, first) is None
+    assert claim_task(path, first) is None  # the same job again (requeued): still its own
+    assert claim_task(path, second) == first
+    assert read_claim(path) == first and not list(path.parent.glob(".*"))  # no files left aside
+    path.write_text("{not json")
+    assert claim_task(path, second) is None and read_claim(path) == second
+    release_claim(path)
+    assert read_claim(path) is None and claim_task(path, first) is None
 
 
 def test_scheduler_calls_are_bounded_per_poll_interval(executor: str, tmp_path: Path) -> None:

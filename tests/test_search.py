@@ -102,7 +102,12 @@ def _nas(*args: str) -> list[str]:
     return [sys.executable, "-m", "nas_env.cli", *args]
 
 
-def test_kill_9_mid_search_then_resume_loses_nothing_and_trains_nothing_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("job_ids_recorded", [True, False], ids=["ids-recorded", "ids-lost"])
+def test_kill_9_mid_search_then_resume_loses_nothing_and_trains_nothing_twice(
+    tmp_path: Path, job_ids_recorded: bool
+) -> None:
+    """``ids-lost`` is a kill between submitting jobs and recording their ids: the resumed search
+    must find those jobs through their claims (or out-race them) rather than train them again."""
     run_dir, log = tmp_path / "run", tmp_path / "evaluations.jsonl"
     env_kwargs = json.dumps({"num_layers": 4, "epochs": 2, "seconds_per_epoch": 0.3, "log_path": str(log)})
     command = _nas("search", "--env", "NAS-Synthetic-v0", "--agent", "reinforce", "--budget", "20",
@@ -123,6 +128,9 @@ def test_kill_9_mid_search_then_resume_loses_nothing_and_trains_nothing_twice(tm
     with ResultStore(store_path) as store:
         told_at_kill, in_flight_at_kill = store.num_told(), len(store.in_flight())
     assert 6 <= told_at_kill < 20 and in_flight_at_kill > 0
+    if not job_ids_recorded:
+        with ResultStore(store_path) as store, store.transaction():
+            store.set_job_ids({record.proposal_id: None for record in store.in_flight()})
 
     resumed = subprocess.run(_nas("search", "--resume", str(run_dir), "--no-progress"),
                              capture_output=True, text=True, timeout=300)

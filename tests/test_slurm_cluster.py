@@ -281,3 +281,25 @@ def test_driver_killed_and_reattached(cluster: Path, tmp_path: Path) -> None:
     duplicates = sacct("-X", "-D", "--name=driver-restart", "-o", "JobID,State")
     assert len(duplicates) == 6, duplicates
     assert len(list(folder.rglob("*_submission.sh"))) == 1  # one sbatch (one array) in all
+
+
+def test_twin_of_a_running_array_task_steps_aside(cluster: Path, tmp_path: Path) -> None:
+    """A task submitted again while its first job runs (its id lost with a killed driver) is not trained
+    twice: the twin job finds the claim and the dispatcher collects the owner's result instead."""
+    folder, log = tmp_path / "jobs", tmp_path / "trained.jsonl"
+    evaluator = SyntheticEvaluator(SPACE, target_seed=10, epochs=4, seconds_per_epoch=0.5, log_path=log)
+    (arch,) = archs(1, offset=300)
+    (owner_id,) = Dispatcher(config("twin"), folder).submit([Task("twin", evaluator, arch)])
+    dispatcher = Dispatcher(config("twin"), folder)
+    deadline = time.monotonic() + 60
+    while dispatcher.claimed("twin") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dispatcher.claimed("twin") == owner_id  # the array task id, as submitit gives it
+    (twin_id,) = dispatcher.submit([Task("twin", evaluator, arch)])
+    done = collect(dispatcher, 1, timeout=90)["twin"]
+    assert done.result.ok, done.result.error
+    assert done.job_id == owner_id != twin_id
+    assert done.result.reward == pytest.approx(evaluator.score(SPACE.encode(arch)))
+    rows = settled("-X", "--name=twin", "-o", "JobID,State", expected=2)
+    assert sorted(r[0] for r in rows) == sorted([owner_id, twin_id]) and all(r[1] == "COMPLETED" for r in rows)
+    assert [json.loads(line)["key"] for line in log.read_text().splitlines()] == [SPACE.key(arch)]
