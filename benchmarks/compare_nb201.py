@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="the comparison on seeds 0..N-1 with the published numbers beside it")
-    run.add_argument("--agents", default="reinforce,random,evolution,ppo,reinforce-paper:reinforce",
+    run.add_argument("--agents", default="reinforce,random,evolution,ppo,a2c,recurrent-ppo,reinforce-paper:reinforce",
                      help="AGENT or LABEL:AGENT items; settings from PRESETS (default: %(default)s)")
     run.add_argument("--seeds", type=parse_seeds, default=list(range(100)))
     run.add_argument("--out", type=Path, required=True)
