@@ -313,8 +313,10 @@ class BatchedNASVecEnv(DummyVecEnv):
             group = groups.setdefault(key, _Group(arch=arch))
             group.envs.append(-1)
             group.pids.append(record.proposal_id)
-            if record.job_id and key not in reattach:
-                reattach[key] = record.job_id
+            # no job id: the driver died between submitting and recording it; the job's claim names it
+            job_id = record.job_id or (None if key in reattach else self.dispatcher.claimed(key))
+            if job_id and key not in reattach:
+                reattach[key] = job_id
         if reattach:
             self.dispatcher.reattach(reattach)
         self._dispatch(groups, already_running=set(reattach))
