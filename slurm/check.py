@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from slurm.config import ClusterConfigError, ExecutorConfig
 
@@ -110,7 +111,13 @@ def check_slurm(config: ExecutorConfig, timeout_s: float = 15.0) -> None:
             raise ClusterConfigError(
                 f"`{command}` is not on PATH: install the SLURM client tools or use the local executor"
             )
-    ping = run_command(["scontrol", "ping"], timeout_s)
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        raise ClusterConfigError(f"SLURM_CONF={conf} is not a file: point it at the cluster's slurm.conf or unset it")
+    try:
+        ping = run_command(["scontrol", "ping"], timeout_s)
+    except ClusterConfigError as e:
+        raise ClusterConfigError(f"the SLURM controller is not reachable (SLURM_CONF={_slurm_conf()}): {e}") from e
     if ping.returncode != 0 or " is UP" not in ping.stdout:
         first = (ping.stdout.strip().splitlines() or [ping.stderr.strip()])[0]
         raise ClusterConfigError(f"the SLURM controller is not reachable (SLURM_CONF={_slurm_conf()}): {first}")
