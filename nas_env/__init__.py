@@ -1,12 +1,13 @@
 """Architecture design as a Gymnasium environment (Zoph & Le, ICLR 2017).
 
 Importing this package registers the environment ids ``NAS-CIFAR10-v0`` (train real children on
-CIFAR-10), ``NAS-Bench-201-v0`` (tabular rewards, seconds per search) and ``NAS-Synthetic-v0``
-(a free, exactly known reward for testing agents).
+CIFAR-10), ``NAS-PTB-v0`` (search a recurrent cell, train language models on Penn Treebank),
+``NAS-Bench-201-v0`` (tabular rewards, seconds per search) and ``NAS-Synthetic-v0`` (a free, exactly
+known reward for testing agents).
 """
 
 from nas_env.env import NASEnv
-from nas_env.registration import CIFAR10_ID, NB201_ID, SYNTHETIC_ID, register_envs
+from nas_env.registration import CIFAR10_ID, NB201_ID, PTB_ID, SYNTHETIC_ID, register_envs
 from nas_env.results import EvalResult, Status
 from nas_env.spaces import Architecture, CNNArchitecture, CNNSpace, InvalidTokenError, SearchSpace
 from nas_env.store import ResultStore
@@ -18,6 +19,7 @@ register_envs()
 __all__ = [
     "CIFAR10_ID",
     "NB201_ID",
+    "PTB_ID",
     "SYNTHETIC_ID",
     "Architecture",
     "CNNArchitecture",

@@ -44,18 +44,18 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--top", type=int, default=5, help="how many of the best architectures to print")
 
-    g = p.add_argument_group("child training (NAS-CIFAR10-v0)")
+    g = p.add_argument_group("child training (NAS-CIFAR10-v0, NAS-PTB-v0)")
     g.add_argument(
         "--train-budget",
         default="auto",
         help="preset (paper, cpu-demo, tiny; auto = paper on a GPU, cpu-demo on a CPU) or a JSON object of "
-        "TrainingBudget fields",
+        "TrainingBudget fields (LMBudget fields for NAS-PTB-v0)",
     )
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--train-images", type=int, default=None)
     g.add_argument("--resolution", type=int, default=None)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
-    g.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: NAS_DATA_DIR, else download)")
+    g.add_argument("--data-dir", default=None, help="dataset folder (default: NAS_DATA_DIR, else download)")
     g.add_argument("--layers", type=int, default=None, help="number of layers of the CNN space (default: 6)")
     g.add_argument("--predict-strides", action="store_true", help="the paper's variant that also predicts strides")
     g.add_argument("--curriculum", action="store_true", help="the paper's depth curriculum (6 layers, +2 every 1,600)")
@@ -72,6 +72,11 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_budget(args: argparse.Namespace) -> Any:
+    """The child-training budget of NAS-CIFAR10-v0 or NAS-PTB-v0 from --train-budget and its overrides."""
+    if args.env == "NAS-PTB-v0":
+        from nas_env.ptb_evaluator import resolve_lm_budget as resolve
+    else:
+        from nas_env.evaluators import resolve_budget as resolve
     budget: Any = args.train_budget
     if budget == "auto":
         import torch
@@ -81,11 +86,11 @@ def _train_budget(args: argparse.Namespace) -> Any:
     elif budget.lstrip().startswith("{"):
         budget = json_object(budget)
     if any(v is not None for v in (args.epochs, args.train_images, args.resolution)):
-        from nas_env.evaluators import resolve_budget
-
-        fields = resolve_budget(budget).to_dict()
+        fields = resolve(budget).to_dict()
         for name in ("epochs", "train_images", "resolution"):
             if getattr(args, name) is not None:
+                if name not in fields:
+                    raise ValueError(f"--{name.replace('_', '-')} does not apply to {args.env}")
                 fields[name] = getattr(args, name)
         budget = fields
     return budget
@@ -93,7 +98,7 @@ def _train_budget(args: argparse.Namespace) -> Any:
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    if args.env == "NAS-CIFAR10-v0":
+    if args.env in ("NAS-CIFAR10-v0", "NAS-PTB-v0"):
         kwargs.update(budget=_train_budget(args), device=args.device, seed=args.seed)
         if args.data_dir is not None:
             kwargs["data_dir"] = args.data_dir
@@ -182,13 +187,14 @@ def _print_summary(summary: Any, config: Any, top: int) -> None:
     space, _ = make_env_parts(config.env_id, config.env_kwargs)
     state = "finished" if summary.finished else f"stopped ({summary.in_flight} still in flight; --resume to go on)"
     print(f"\n{summary.evaluations}/{summary.budget} evaluations, {state}, {summary.wall_time_s:.1f} s")
-    print(f"{'rank':>4}  {'reward':>8}  {'val acc':>8}  {'status':<9} {'params':>9}  architecture")
+    perplexity = any(row.result.extra.get("metric_name") == "val_perplexity" for row in summary.best[:top])
+    print(f"{'rank':>4}  {'reward':>8}  {'val ppl' if perplexity else 'val acc':>8}  {'status':<9} {'params':>9}  architecture")
     for rank, row in enumerate(summary.best[:top], 1):
         r = row.result
-        metric = "-" if r.metric is None else f"{r.metric:.4f}"
+        metric = "-" if r.metric is None else (f"{r.metric:.1f}" if perplexity else f"{r.metric:.4f}")
         params = "-" if r.params is None else f"{r.params:,}"
         arch = space.architecture_from_json(row.arch_json)
-        print(f"{rank:>4}  {r.reward:>8.4f}  {metric:>8}  {r.status.value:<9} {params:>9}  {arch}")
+        print(f"{rank:>4}  {r.reward:>8.4g}  {metric:>8}  {r.status.value:<9} {params:>9}  {arch}")
 
 
 def build_parser() -> argparse.ArgumentParser:

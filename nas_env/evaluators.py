@@ -179,19 +179,24 @@ BUDGET_PRESETS: dict[str, dict[str, Any]] = {
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
+def budget_from(budget: Any, budget_type: type, presets: dict[str, dict[str, Any]], what: str) -> Any:
+    """A ``budget_type`` from an instance, a dict of its fields or the name of one of ``presets``."""
+    if isinstance(budget, budget_type):
+        return budget
+    if isinstance(budget, str):
+        if budget not in presets:
+            raise ValueError(f"unknown {what} preset {budget!r}; choose one of {sorted(presets)}")
+        return budget_type(**presets[budget])
+    if isinstance(budget, dict):
+        return budget_type.from_dict(budget)  # type: ignore[attr-defined]
+    raise TypeError(f"budget must be a {budget_type.__name__}, a dict or a preset name, not {type(budget).__name__}")
+
+
 def resolve_budget(budget: Any) -> Any:
     """A :class:`~nas_env.training.TrainingBudget` from a budget, a dict of its fields or a preset name."""
     from nas_env.training import TrainingBudget
 
-    if isinstance(budget, TrainingBudget):
-        return budget
-    if isinstance(budget, str):
-        if budget not in BUDGET_PRESETS:
-            raise ValueError(f"unknown training budget preset {budget!r}; choose one of {sorted(BUDGET_PRESETS)}")
-        return TrainingBudget(**BUDGET_PRESETS[budget])
-    if isinstance(budget, dict):
-        return TrainingBudget.from_dict(budget)
-    raise TypeError(f"budget must be a TrainingBudget, a dict or a preset name, not {type(budget).__name__}")
+    return budget_from(budget, TrainingBudget, BUDGET_PRESETS, "training budget")
 
 
 def resolve_device(device: str) -> str:

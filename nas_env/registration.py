@@ -15,6 +15,7 @@ from nas_env.store import ResultStore
 CIFAR10_ID = "NAS-CIFAR10-v0"
 NB201_ID = "NAS-Bench-201-v0"
 SYNTHETIC_ID = "NAS-Synthetic-v0"
+PTB_ID = "NAS-PTB-v0"
 
 
 def _cnn_space(space: CNNSpace | dict[str, Any] | None, num_layers: int, predict_strides: bool) -> CNNSpace:
@@ -106,12 +107,45 @@ def make_synthetic_env(
     return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
 
 
+def make_ptb_env(
+    num_leaves: int = 8,
+    budget: Any = "paper",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    store: ResultStore | str | Path | None = None,
+    reward_c: float = 80.0,
+    failure_reward: float = 0.0,
+    invalid_action: str = "wrap",
+    evaluator: Evaluator | None = None,
+    render_mode: str | None = None,
+) -> NASEnv:
+    """``NAS-PTB-v0``: the paper's recurrent-cell space (a tree of ``num_leaves`` leaves, "base 8");
+    the terminal step trains a word-level language model around the cell on Penn Treebank, and the
+    reward is ``reward_c / (validation perplexity)^2`` (the paper: c = 80).
+
+    ``budget`` is a :class:`~nas_env.lm_training.LMBudget`, a dict of its fields or a preset name
+    (``"paper"``: 35 epochs; ``"cpu-demo"``, ``"tiny"``: see :data:`nas_env.ptb_evaluator.LM_BUDGET_PRESETS`).
+    ``data_dir`` overrides ``NAS_DATA_DIR``; without either the official archive is downloaded and its
+    files verified on first use.
+    """
+    from nas_env.ptb_evaluator import PTBEvaluator
+    from nas_env.spaces.rnn_cell import RNNCellSpace
+
+    if evaluator is None:
+        evaluator = PTBEvaluator(budget=budget, data_dir=data_dir, device=device, seed=seed, reward_c=reward_c,
+                                 failure_reward=failure_reward)  # fmt: skip
+    space = RNNCellSpace(num_leaves=num_leaves)
+    return NASEnv(space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+
+
 def register_envs() -> None:
     """Register the ids (idempotent: a second import does not re-register)."""
     for env_id, factory in (
         (CIFAR10_ID, "make_cifar10_env"),
         (NB201_ID, "make_nb201_env"),
         (SYNTHETIC_ID, "make_synthetic_env"),
+        (PTB_ID, "make_ptb_env"),
     ):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=f"nas_env.registration:{factory}", disable_env_checker=False)

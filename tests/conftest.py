@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +32,45 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def cifar_dir(data_root: Path) -> Path:
     return data_root / "cifar10-subset"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty NAS_CACHE_DIR and no NAS_DATA_DIR, so only the cache and downloads can be found."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("NAS_CACHE_DIR", str(folder))
+    monkeypatch.delenv("NAS_DATA_DIR", raising=False)
+    return folder
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def web_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """(folder, base URL) of a real HTTP server on 127.0.0.1 serving that folder (dataset downloads)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (an unreachable download URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import pickle
 import shutil
-import socket
 import tarfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,37 +51,6 @@ def subset_copy(tmp_path: Path, cifar_dir: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty NAS_CACHE_DIR and no NAS_DATA_DIR, so only the cache and downloads can be found."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("NAS_CACHE_DIR", str(folder))
-    monkeypatch.delenv("NAS_DATA_DIR", raising=False)
-    return folder
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def web_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """(folder, base URL) of a real HTTP server on 127.0.0.1 serving that folder."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def _build_archive(path: Path, cifar_dir: Path) -> str:
     """Write a cifar-10-python.tar.gz of the subset under cifar-10-batches-py/ and return its md5."""
     with tarfile.open(path, "w:gz", compresslevel=1) as tar:
@@ -102,12 +66,6 @@ def _tar_with(path: Path, name: str) -> str:
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- reading the real subset ----------------------------------------------------------------------
@@ -298,8 +256,8 @@ def test_wrong_md5_leaves_nothing_behind(web_root, cifar_dir: Path, cache: Path)
     assert list(cache.iterdir()) == []
 
 
-def test_unreachable_url_names_it(cache: Path) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/cifar-10-python.tar.gz"
+def test_unreachable_url_names_it(cache: Path, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/cifar-10-python.tar.gz"
     with pytest.raises(DatasetDownloadError, match=f"cannot download {url}"):
         find_cifar10(url=url)
     assert list(cache.iterdir()) == []

@@ -18,20 +18,27 @@ from nas_env.data.paths import (
     cache_dir,
     data_root,
 )
+from nas_env.data.ptb import PTB_URL, PTBCorpus, batchify, find_ptb, load_ptb, load_ptb_corpus
 
 __all__ = [
     "CLASSES",
     "OFFICIAL_MD5",
     "OFFICIAL_URL",
+    "PTB_URL",
+    "PTBCorpus",
     "CIFAR10Splits",
     "CorruptDatasetError",
     "DatasetDownloadError",
     "DatasetError",
     "DatasetNotFoundError",
+    "batchify",
     "cache_dir",
     "data_root",
     "find_cifar10",
+    "find_ptb",
     "load_cifar10",
     "load_cifar10_splits",
+    "load_ptb",
+    "load_ptb_corpus",
     "train_val_split",
 ]

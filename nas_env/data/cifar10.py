@@ -7,26 +7,16 @@ sizes come from ``len(labels)``, never from ``batches.meta`` (prefix subsets kee
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import http.client
-import os
 import pickle
-import shutil
-import sys
-import tarfile
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from nas_env.data.download import download, extract_tar, move_into_place, staging_folder
 from nas_env.data.paths import (
     CorruptDatasetError,
-    DatasetDownloadError,
     DatasetNotFoundError,
     cache_dir,
     data_root,
@@ -42,8 +32,6 @@ TEST_FILES = ("test_batch",)
 REQUIRED_FILES = TRAIN_FILES + TEST_FILES
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ROW_LENGTH = 3 * 32 * 32
-DOWNLOAD_TIMEOUT_S = 60.0
-_CHUNK = 1 << 20
 
 # The only globals a batch pickle needs (official files, or arrays re-saved at protocols 2-5);
 # anything else is refused, never imported, so reading a file cannot run code.
@@ -247,86 +235,20 @@ def _download_and_extract(url: str, md5: str, destination: Path) -> Path:
     """Download the archive into destination, check its md5, extract it safely and return the batch folder."""
     destination.mkdir(parents=True, exist_ok=True)
     archive = destination / (PurePosixPath(urllib.parse.urlsplit(url).path).name or "cifar-10-python.tar.gz")
-    _download(url, archive, md5)
+    download(url, archive, checksum=md5, algorithm="md5")
     try:
         return _extract(archive, destination)
     finally:
         archive.unlink(missing_ok=True)
 
 
-def _download(url: str, archive: Path, md5: str) -> None:
-    """Fetch url to a temp file beside archive, then rename it; CorruptDatasetError on an md5 mismatch."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".part", dir=archive.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _fetch(url, out)
-        if actual != md5.lower():
-            raise CorruptDatasetError(
-                archive, f"downloaded from {url} with md5 {actual}, expected {md5.lower()}; the file was deleted"
-            )
-        os.replace(tmp, archive)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fetch(url: str, out: BinaryIO) -> str:
-    """Stream url into out with a progress bar on stderr and return the md5 hex digest of the bytes."""
-    digest = hashlib.md5()
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url}", file=sys.stderr) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        exc.close()  # it holds the open response
-        raise DatasetDownloadError(url, str(exc)) from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise DatasetDownloadError(url, str(getattr(exc, "reason", exc))) from exc
-    return digest.hexdigest()
-
-
 def _extract(archive: Path, destination: Path) -> Path:
     """Extract the archive's batch folder into destination, refusing members that could escape it."""
     target = destination / ARCHIVE_FOLDER
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=destination))
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(archive, member)
-            for member in members:
-                _extract_member(tar, member, staging)
+    with staging_folder(destination) as staging:
+        extract_tar(archive, staging)
         if not _has_batches(staging / ARCHIVE_FOLDER):
             raise CorruptDatasetError(archive, f"has no {ARCHIVE_FOLDER}/ folder with {', '.join(REQUIRED_FILES)}")
         if not _has_batches(target):  # another process may have finished first
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging / ARCHIVE_FOLDER, target)
+            move_into_place(staging / ARCHIVE_FOLDER, target)
         return target
-    except (tarfile.TarError, EOFError) as exc:
-        raise CorruptDatasetError(archive, f"not a readable tar.gz archive ({exc})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
-    """Write one checked file or folder member under staging, with default permissions and no metadata."""
-    path = staging.joinpath(*PurePosixPath(member.name).parts)
-    if member.isdir():
-        path.mkdir(parents=True, exist_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tar.extractfile(member) as source, path.open("wb") as out:
-        shutil.copyfileobj(source, out, _CHUNK)
-
-
-def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """CorruptDatasetError unless member is a plain file or folder with a relative path inside the archive."""
-    parts = PurePosixPath(member.name).parts
-    if member.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-        raise CorruptDatasetError(archive, f"member {member.name!r} has an unsafe path (absolute or with '..')")
-    if not (member.isfile() or member.isdir()):
-        raise CorruptDatasetError(archive, f"member {member.name!r} is a link or special file, refused")

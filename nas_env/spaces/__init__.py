@@ -2,6 +2,7 @@
 
 from nas_env.spaces.base import Architecture, Decision, InvalidTokenError, SearchSpace
 from nas_env.spaces.cnn import CNNArchitecture, CNNSpace, ConvLayer
+from nas_env.spaces.rnn_cell import RNNCellArchitecture, RNNCellSpace
 
 __all__ = [
     "Architecture",
@@ -10,6 +11,8 @@ __all__ = [
     "ConvLayer",
     "Decision",
     "InvalidTokenError",
+    "RNNCellArchitecture",
+    "RNNCellSpace",
     "SearchSpace",
     "space_from_config",
 ]
@@ -25,4 +28,6 @@ def space_from_config(config: dict) -> SearchSpace:
         from nas_env.spaces.nb201 import NB201Space
 
         return NB201Space(**config)
-    raise ValueError(f"unknown search space {name!r} (known: cnn, nb201)")
+    if name == "rnn_cell":
+        return RNNCellSpace(**config)
+    raise ValueError(f"unknown search space {name!r} (known: cnn, nb201, rnn_cell)")

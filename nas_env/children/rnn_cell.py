@@ -1,0 +1,175 @@
+"""Build a recurrent cell and a word-level language model from an
+:class:`~nas_env.spaces.rnn_cell.RNNCellArchitecture` (Zoph & Le 2017, section 3.4, Figure 5).
+
+One step of the cell, for nodes ``k = 0..N-1`` in order (leaves first, the root last):
+
+- leaf ``i``: ``pre_i = comb_i(W_i x_t + b_i, U_i h_{t-1} + d_i)``; internal node ``k`` with children
+  ``(l, r)``: ``pre_k = comb_k(a_l, a_r)``; then ``a_k = act_k(pre_k)``;
+- if ``k == inject_into``: ``a_k <- act_inj(comb_inj(a_k, c_{t-1}))`` (its parent uses the new value);
+- ``h_t = a_root`` and ``c_t = pre_{cell_from}`` (before the activation; the injected value is not used).
+
+The paper's example (two leaves): ``a0 = tanh(W1 x + W2 h)``, ``a1 = relu((W3 x) * (W4 h))``, inject
+add/relu into node 0: ``a0 <- relu(a0 + c_{t-1})``, ``h_t = sigmoid(a0 * a1)``, ``c_t = (W3 x) * (W4 h)``.
+
+All leaves' ``W_i x`` come from one matmul with the stacked ``(L*H, input)`` matrix ``weight_ih``, and
+all ``U_i h`` from one with ``weight_hh`` (``(L*H, H)``); leaf ``i`` owns rows ``i*H:(i+1)*H``. Each
+leaf has two biases (``bias_ih``, ``bias_hh``), like ``torch.nn.LSTM``, so that ``elem_mult`` leaves are
+affine in each factor. Every parameter starts uniform in ``[-1/sqrt(H), 1/sqrt(H)]``, as in torch's LSTM.
+
+Cells with ``relu``/``identity``/``elem_mult`` are unbounded and can overflow for large inputs or long
+unrolls; nothing here clips them (training code may clip gradients or reject such children).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from nas_env.spaces.rnn_cell import RNNCellArchitecture, tree_children
+
+__all__ = ["RNNLanguageModel", "SearchedCell"]
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+# named functions (no lambdas), so that a whole model can be pickled
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": _identity,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+}
+_COMBINES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "add": torch.add,
+    "elem_mult": torch.mul,
+}
+
+
+class SearchedCell(nn.Module):
+    """One step of the searched recurrent cell: ``forward(x_t, (h, c)) -> (h_t, (h_t, c_t))``."""
+
+    def __init__(self, arch: RNNCellArchitecture, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        if not isinstance(arch, RNNCellArchitecture):
+            raise ValueError(f"arch must be an RNNCellArchitecture, got {type(arch).__name__}")
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        self.arch = arch
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_leaves = arch.num_leaves
+        self.children_of = tree_children(arch.num_leaves)
+        self.node_ops = tuple((_COMBINES[c], _ACTIVATIONS[a]) for c, a in arch.nodes)
+        self.inject_op = (_COMBINES[arch.inject[0]], _ACTIVATIONS[arch.inject[1]])
+        rows = self.num_leaves * self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(rows))
+        self.bias_hh = nn.Parameter(torch.empty(rows))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zeros ``(h, c)``, each ``(batch_size, hidden_size)``."""
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=self.weight_hh.dtype)
+        return zeros, zeros.clone()
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if x.dim() != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"x must be (batch, {self.input_size}), got {tuple(x.shape)}")
+        h, c = self.init_state(x.shape[0], x.device) if state is None else state
+        wx = torch.addmm(self.bias_ih, x, self.weight_ih.t()).split(self.hidden_size, dim=1)
+        uh = torch.addmm(self.bias_hh, h, self.weight_hh.t()).split(self.hidden_size, dim=1)
+        out: list[torch.Tensor] = []
+        c_t: torch.Tensor | None = None
+        for k, ((combine, activation), pair) in enumerate(zip(self.node_ops, self.children_of)):
+            pre = combine(wx[k], uh[k]) if pair is None else combine(out[pair[0]], out[pair[1]])
+            if k == self.arch.cell_from:
+                c_t = pre
+            a = activation(pre)
+            if k == self.arch.inject_into:
+                inject_combine, inject_activation = self.inject_op
+                a = inject_activation(inject_combine(a, c))
+            out.append(a)
+        assert c_t is not None
+        h_t = out[-1]
+        return h_t, (h_t, c_t)
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, arch={self.arch}"
+
+
+class RNNLanguageModel(nn.Module):
+    """Word-level LM: embedding -> dropout -> :class:`SearchedCell` over time -> dropout -> linear decoder.
+
+    ``forward(tokens (T, B), state=None) -> (logits (T, B, V), (h, c))``; the returned state holds plain
+    tensors, so a truncated-BPTT loop can pass ``tuple(s.detach() for s in state)`` to the next call.
+    With ``tie_weights`` (the default) the decoder's weight *is* the embedding's (Press & Wolf 2017;
+    the paper uses it for its PTB cells), which needs ``embed_size == hidden_size``.
+    """
+
+    def __init__(
+        self,
+        arch: RNNCellArchitecture,
+        vocab_size: int,
+        embed_size: int = 200,
+        hidden_size: int = 200,
+        dropout: float = 0.0,
+        tie_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if tie_weights and embed_size != hidden_size:
+            raise ValueError(
+                f"tie_weights needs embed_size == hidden_size, got embed_size={embed_size}, hidden_size={hidden_size}"
+            )
+        self.vocab_size = int(vocab_size)
+        self.embed_size = int(embed_size)
+        self.hidden_size = int(hidden_size)
+        self.tie_weights = bool(tie_weights)
+        self.embedding = nn.Embedding(self.vocab_size, self.embed_size)
+        self.drop = nn.Dropout(dropout)
+        self.cell = SearchedCell(arch, self.embed_size, self.hidden_size)
+        self.decoder = nn.Linear(self.hidden_size, self.vocab_size)
+        # as in PyTorch's word_language_model example
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if self.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        else:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    @property
+    def arch(self) -> RNNCellArchitecture:
+        return self.cell.arch
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zeros ``(h, c)``, each ``(batch_size, hidden_size)``."""
+        return self.cell.init_state(batch_size, device)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if tokens.dim() != 2 or tokens.shape[0] < 1:
+            raise ValueError(f"tokens must be (seq_len >= 1, batch), got {tuple(tokens.shape)}")
+        if state is None:
+            state = self.init_state(tokens.shape[1], tokens.device)
+        emb = self.drop(self.embedding(tokens))
+        outputs = []
+        for x_t in emb:
+            h_t, state = self.cell(x_t, state)
+            outputs.append(h_t)
+        out = self.drop(torch.stack(outputs))
+        return self.decoder(out), state

@@ -1,0 +1,117 @@
+"""The Penn Treebank evaluator: train a language model around a searched recurrent cell and reward it
+as the paper does, R = c / (validation perplexity)^2 with c = 80."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from nas_env.evaluators import Evaluator, budget_from, resolve_device
+from nas_env.lm_training import LMBudget
+from nas_env.results import EvalResult, Status
+from nas_env.spaces.base import Architecture
+
+#: named language-model budgets: the paper's epochs, and small ones that train on a CPU in seconds
+LM_BUDGET_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},  # 35 epochs over the whole training split, 200 units, bptt 35
+    "cpu-demo": {"epochs": 2, "train_tokens": 40_000, "val_tokens": 8_000, "embed_size": 64, "hidden_size": 64,
+                 "batch_size": 20, "bptt": 20},  # fmt: skip
+    "tiny": {"epochs": 1, "train_tokens": 6_000, "val_tokens": 2_000, "embed_size": 32, "hidden_size": 32,
+             "batch_size": 10, "bptt": 10},  # fmt: skip
+}
+
+_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def resolve_lm_budget(budget: Any) -> LMBudget:
+    """An :class:`LMBudget` from a budget, a dict of its fields or a preset name."""
+    return budget_from(budget, LMBudget, LM_BUDGET_PRESETS, "language-model budget")
+
+
+def reward_from_perplexity(perplexity: float, c: float = 80.0) -> float:
+    """The paper's PTB reward: c / perplexity^2 (c = 80); 0 for an infinite perplexity."""
+    return float(c) / float(perplexity) ** 2 if math.isfinite(perplexity) and perplexity > 0 else 0.0
+
+
+class PTBEvaluator(Evaluator):
+    """Train the child language model on PTB (word level) under a budget; the metric is the lowest
+    validation perplexity of the last ``reward_last_epochs`` epochs, the reward ``c / metric^2``."""
+
+    def __init__(
+        self,
+        budget: Any = "paper",
+        data_dir: str | Path | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        reward_c: float = 80.0,
+        reward_last_epochs: int = 5,
+        failure_reward: float = 0.0,
+        download: bool = True,
+    ) -> None:
+        self.budget = resolve_lm_budget(budget)
+        if not (isinstance(reward_c, (int, float)) and math.isfinite(reward_c) and reward_c > 0):
+            raise ValueError(f"reward_c must be a positive number, got {reward_c!r}")
+        if reward_last_epochs < 1:
+            raise ValueError(f"reward_last_epochs must be >= 1, got {reward_last_epochs}")
+        self.data_dir = None if data_dir is None else str(data_dir)
+        self.device = device
+        self.seed = int(seed)
+        self.reward_c = float(reward_c)
+        self.reward_last_epochs = int(reward_last_epochs)
+        self.failure_reward = float(failure_reward)
+        self.download = bool(download)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dataset": "ptb",
+            "budget": self.budget.to_dict(),
+            "seed": self.seed,
+            "reward_c": self.reward_c,
+            "reward_last_epochs": self.reward_last_epochs,
+        }
+
+    def data(self, device: str) -> Any:
+        """The budget's token tensors on ``device``, read once per process."""
+        from nas_env.data.ptb import load_ptb_corpus
+        from nas_env.lm_training import prepare_lm_data
+
+        b = self.budget
+        key = (self.data_dir, b.train_tokens, b.val_tokens, b.batch_size, b.eval_batch_size, device)
+        if key not in _DATA_CACHE:
+            corpus = load_ptb_corpus(self.data_dir, download=self.download)
+            _DATA_CACHE[key] = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, b, device=device)
+        return _DATA_CACHE[key]
+
+    def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
+        import torch
+
+        from nas_env.children.cnn import count_params
+        from nas_env.children.rnn_cell import RNNLanguageModel
+        from nas_env.lm_training import train_language_model
+
+        device = resolve_device(self.device)
+        data = self.data(device)
+        b = self.budget
+        torch.manual_seed(self.seed)
+        model = RNNLanguageModel(arch, data.vocab_size, embed_size=b.embed_size, hidden_size=b.hidden_size,  # type: ignore[arg-type]
+                                 dropout=b.dropout, tie_weights=b.embed_size == b.hidden_size)  # fmt: skip
+        params = count_params(model)
+        outcome = train_language_model(model, data, b, device=device, seed=self.seed, checkpoint_path=checkpoint_path)
+        common = {
+            "curve": tuple(outcome.val_curve),
+            "params": params,
+            "wall_time_s": outcome.wall_time_s,
+            "extra": {
+                "metric_name": "val_perplexity",
+                "epochs_done": outcome.epochs_done,
+                "train_tokens_per_s": outcome.train_tokens_per_s,
+                "resumed_from_epoch": outcome.resumed_from_epoch,
+                "device": device,
+            },
+        }
+        if outcome.status is not Status.OK:
+            return EvalResult(status=outcome.status, reward=self.failure_reward, error=outcome.error, **common)
+        perplexity = outcome.min_recent_perplexity(self.reward_last_epochs)
+        return EvalResult(status=Status.OK, reward=reward_from_perplexity(perplexity, self.reward_c),
+                          metric=perplexity, **common)  # fmt: skip

@@ -1,0 +1,124 @@
+"""Training language models around searched cells on the real Penn Treebank: learning, divergence,
+resume, the paper's reward, and NAS-PTB-v0 end to end (tiny budgets, CPU, seconds)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import nas_env  # noqa: F401 - registers the ids
+from nas_env.children.rnn_cell import RNNLanguageModel
+from nas_env.data.ptb import PTBCorpus, load_ptb_corpus
+from nas_env.lm_training import LMBudget, prepare_lm_data, train_language_model
+from nas_env.ptb_evaluator import PTBEvaluator, reward_from_perplexity, resolve_lm_budget
+from nas_env.results import Status
+from nas_env.spaces.rnn_cell import RNNCellArchitecture, RNNCellSpace, paper_example
+
+TANH_CELL = RNNCellArchitecture(
+    nodes=(("add", "tanh"), ("add", "sigmoid"), ("elem_mult", "tanh")), inject=("add", "tanh"), cell_from=0, inject_into=0
+)
+#: identity activations everywhere: h grows without bound through the 15 nodes and the loss overflows
+EXPLODING_CELL = RNNCellSpace(8).decode([0] * RNNCellSpace(8).num_steps)
+
+
+@pytest.fixture(scope="module")
+def corpus(data_root: Path) -> PTBCorpus:
+    return load_ptb_corpus(data_root / "ptb")
+
+
+def train(corpus: PTBCorpus, arch: RNNCellArchitecture, budget: LMBudget, **kwargs):
+    data = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, budget)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(arch, corpus.vocab_size, budget.embed_size, budget.hidden_size, budget.dropout)
+    return train_language_model(model, data, budget, **kwargs)
+
+
+def unigram_perplexity(corpus: PTBCorpus, train_tokens: int, val_tokens: int) -> float:
+    """Perplexity of add-one word frequencies from the same training tokens: the bar a model of context must clear."""
+    counts = np.bincount(corpus.train[:train_tokens], minlength=corpus.vocab_size) + 1.0
+    p = counts / counts.sum()
+    return float(np.exp(-np.mean(np.log(p[corpus.valid[:val_tokens]]))))
+
+
+def test_a_searched_cell_learns_context_on_real_ptb(corpus: PTBCorpus) -> None:
+    budget = LMBudget(epochs=3, train_tokens=30_000, val_tokens=5_000, embed_size=64, hidden_size=64, bptt=20)
+    outcome = train(corpus, TANH_CELL, budget)
+    assert outcome.status is Status.OK and outcome.epochs_done == 3
+    bar = unigram_perplexity(corpus, 30_000, 5_000)  # ~840; uniform guessing would be 10,000
+    assert outcome.val_curve[-1] < 0.9 * bar, (outcome.val_curve, bar)
+    assert outcome.val_curve[-1] < outcome.val_curve[0]
+    assert outcome.train_tokens_per_s > 0
+
+
+def test_an_exploding_cell_ends_diverged_not_raised(corpus: PTBCorpus) -> None:
+    outcome = train(corpus, EXPLODING_CELL, resolve_lm_budget("tiny"))
+    assert outcome.status is Status.DIVERGED and "non-finite" in (outcome.error or "")
+
+
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(corpus: PTBCorpus, tmp_path: Path) -> None:
+    two = LMBudget(epochs=2, train_tokens=4_000, val_tokens=1_000, embed_size=32, hidden_size=32, batch_size=10,
+                   bptt=10, lr_schedule="constant")  # fmt: skip
+    straight = train(corpus, paper_example(), two)
+    ckpt = tmp_path / "child.ckpt"
+    first = train(corpus, paper_example(), LMBudget.from_dict({**two.to_dict(), "epochs": 1}), checkpoint_path=ckpt)
+    assert first.epochs_done == 1 and ckpt.exists()
+    resumed = train(corpus, paper_example(), two, checkpoint_path=ckpt)  # a fresh model: weights come from the file
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.val_curve == pytest.approx(straight.val_curve, rel=1e-6)
+    other = LMBudget.from_dict({**two.to_dict(), "hidden_size": 16, "embed_size": 16})
+    with pytest.raises(ValueError, match="another budget"):
+        train(corpus, paper_example(), other, checkpoint_path=ckpt)
+
+
+def test_evaluator_reward_is_the_papers_and_runs_are_reproducible(data_root: Path) -> None:
+    evaluator = PTBEvaluator(budget="tiny", data_dir=data_root / "ptb", device="cpu")
+    first, second = evaluator.evaluate(TANH_CELL), evaluator.evaluate(TANH_CELL)
+    assert first.ok and first.metric == min(first.curve) and 10 < first.metric < 10_000
+    assert first.reward == pytest.approx(80.0 / first.metric**2)
+    assert first.extra["metric_name"] == "val_perplexity" and first.params > 0
+    assert first.curve == second.curve  # same seed, same config: the same numbers
+    failed = evaluator.evaluate(EXPLODING_CELL)
+    assert failed.status is Status.DIVERGED and failed.reward == evaluator.failure_reward
+    assert PTBEvaluator(budget="cpu-demo").fingerprint() != evaluator.fingerprint()
+    assert reward_from_perplexity(math.inf) == 0.0
+
+
+def test_bad_budgets_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown language-model budget preset 'huge'"):
+        PTBEvaluator(budget="huge")
+    with pytest.raises(ValueError, match="LMBudget.bptt must be an integer >= 1"):
+        LMBudget(bptt=0)
+    with pytest.raises(ValueError, match="LMBudget field"):
+        resolve_lm_budget({"epochs": 1, "layers": 2})
+    with pytest.raises(ValueError, match="reward_c"):
+        PTBEvaluator(reward_c=-1)
+
+
+def test_the_ptb_env_trains_a_child_at_its_terminal_step(data_root: Path) -> None:
+    env = gym.make("NAS-PTB-v0", num_leaves=2, budget="tiny", device="cpu", data_dir=str(data_root / "ptb"))
+    space = env.unwrapped.space
+    assert isinstance(space, RNNCellSpace) and space.num_steps == 10
+    env.reset(seed=0)
+    for token in space.encode(paper_example()):
+        obs, reward, terminated, truncated, info = env.step(token)
+    assert terminated and not truncated and info["result"].ok
+    assert reward == pytest.approx(80.0 / info["result"].metric ** 2)
+    assert info["architecture"] == paper_example()
+
+
+def test_nas_search_on_ptb_from_the_command_line(data_root: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nas_env.cli", "search", "--env", "NAS-PTB-v0", "--agent", "reinforce", "--budget", "3",
+         "--train-budget", "tiny", "--env-kwargs", '{"num_leaves": 2}', "--executor", "inline", "--no-progress",
+         "--data-dir", str(data_root / "ptb"), "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "3/3 evaluations, finished" in done.stdout and "val ppl" in done.stdout
