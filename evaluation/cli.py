@@ -37,9 +37,49 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``compare`` and ``report`` to the ``nas`` sub-commands."""
+    """Add ``compare``, ``report``, ``retrain`` and ``export`` to the ``nas`` sub-commands."""
     _add_compare(sub)
     _add_report(sub)
+    _add_retrain(sub)
+    _add_export(sub)
+
+
+def _add_retrain(sub: argparse._SubParsersAction) -> None:
+    from slurm.config import ExecutorConfig
+
+    p = sub.add_parser(
+        "retrain",
+        help="retrain the best architectures of a CIFAR-10 search over a grid; report test accuracy",
+        description="Retrain the top architectures of RUN_DIR at every point of a grid over lr, weight decay and "
+        "batch-norm epsilon, choose each one's point on validation accuracy, and report its test accuracy. "
+        "Results go to RUN_DIR/retrain/ as they arrive; running it again finishes what is missing.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--top", type=int, default=5, help="how many of the search's best architectures (default: 5)")
+    p.add_argument("--grid", type=json_object, default=None,
+                   help='JSON object of value lists, e.g. \'{"lr": [0.05, 0.1], "bn_eps": [1e-5, 1e-3]}\' '
+                        "(default: lr 0.05/0.1 x weight decay 1e-4/5e-4 x bn_eps 1e-5/1e-3)")  # fmt: skip
+    p.add_argument("--train-budget", default="paper", help="preset (paper, cpu-demo, tiny) or a JSON object of "
+                   "TrainingBudget fields (default: %(default)s)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs (e.g. longer than the search)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the search's, NAS_DATA_DIR, download)")
+    ExecutorConfig.add_arguments(p)
+    p.set_defaults(func=cmd_retrain)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="save a retrained architecture as a plain PyTorch program (torch.export)",
+        description="Write the RANK-th best retrained architecture of RUN_DIR (by validation accuracy), with its "
+        "trained weights, as a torch.export program that runs with torch alone, and a JSON file beside it.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, help="the .pt2 file to write")
+    p.add_argument("--rank", type=int, default=1)
+    p.set_defaults(func=cmd_export)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -128,4 +168,32 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"  {path}")
     print()
     print((args.run_dir / "report" / "top_k.md").read_text())
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """``nas retrain``: 0 when every architecture has a retrained result, 1 if some have none."""
+    from evaluation.retrain import retrain
+    from nas_env.evaluators import resolve_budget
+    from slurm.config import ExecutorConfig
+
+    budget: Any = json_object(args.train_budget) if args.train_budget.lstrip().startswith("{") else args.train_budget
+    if args.epochs is not None:
+        budget = {**resolve_budget(budget).to_dict(), "epochs": args.epochs}
+    rows = retrain(args.run_dir, top=args.top, grid=args.grid, budget=budget,
+                   executor=ExecutorConfig.from_args(args).to_dict(), device=args.device, seed=args.seed,
+                   data_dir=args.data_dir)  # fmt: skip
+    print()
+    print((args.run_dir / "retrain" / "summary.md").read_text())
+    return 0 if all(r.chosen for r in rows) else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``nas export``: write the program and its JSON description."""
+    from evaluation.export import export_retrained
+
+    meta = export_retrained(args.run_dir, args.out, rank=args.rank)
+    print(f"wrote {args.out} and {args.out}.json: {meta['input']} -> {meta['output']}")
+    print(f"validation accuracy {meta['val_accuracy']:.4f}, test accuracy {meta['test_accuracy']:.4f}; "
+          f"load it with {meta['load_with']}")  # fmt: skip
     return 0

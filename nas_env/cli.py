@@ -1,5 +1,5 @@
 """The ``nas`` command line: ``nas search`` (any agent, any executor, resumable), ``nas compare``,
-``nas report``."""
+``nas report``, ``nas retrain`` and ``nas export``."""
 
 from __future__ import annotations
 

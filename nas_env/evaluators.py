@@ -276,13 +276,13 @@ class TrainingEvaluator(Evaluator):
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         import torch
 
-        from nas_env.children.cnn import build_cnn, count_flops, count_params
+        from nas_env.children.cnn import count_flops, count_params
         from nas_env.training import train_child
 
         device = resolve_device(self.device)
         data = self.data(device)
         torch.manual_seed(self.seed)
-        model = build_cnn(arch)  # type: ignore[arg-type]
+        model = self.build_model(arch)
         params, flops = count_params(model), count_flops(arch, resolution=self.budget.resolution)  # type: ignore[arg-type]
         outcome = train_child(model, data, self.budget, device=device, seed=self.seed, compile=self.compile,
                               checkpoint_path=checkpoint_path)
@@ -301,5 +301,16 @@ class TrainingEvaluator(Evaluator):
         if outcome.status is not Status.OK:
             return EvalResult(status=outcome.status, reward=self.failure_reward, error=outcome.error, **common)
         metric = float(outcome.max_recent_accuracy(self.reward_last_epochs))
-        return EvalResult(status=Status.OK, reward=reward_from_metric(metric, self.reward_shaping), metric=metric,
-                          **common)
+        result = EvalResult(status=Status.OK, reward=reward_from_metric(metric, self.reward_shaping), metric=metric,
+                            **common)  # fmt: skip
+        return self.after_training(model, arch, result, device)
+
+    def build_model(self, arch: Architecture) -> Any:
+        """The child to train (under the seeded global RNG); subclasses change its hyperparameters."""
+        from nas_env.children.cnn import build_cnn
+
+        return build_cnn(arch)  # type: ignore[arg-type]
+
+    def after_training(self, model: Any, arch: Architecture, result: EvalResult, device: str) -> EvalResult:
+        """A hook on a successful training run (e.g. test accuracy, saved weights); the result as is here."""
+        return result

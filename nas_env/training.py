@@ -38,6 +38,7 @@ __all__ = [
     "learning_rate",
     "normalize",
     "prepare_data",
+    "prepare_eval_images",
     "random_crop_flip",
     "train_child",
 ]
@@ -182,6 +183,16 @@ def _to_device_images(images: np.ndarray | torch.Tensor, resolution: int, device
         for c in x.split(_RESIZE_CHUNK)
     ]
     return torch.cat(chunks).contiguous(memory_format=torch.channels_last)
+
+
+def prepare_eval_images(
+    images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, resolution: int,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out images (e.g. the test split) on the device as the trainer sees them: uint8 (N, C, r, r)
+    channels-last, downsampled to ``resolution`` like the training images; labels int64."""
+    device = torch.device(device)
+    return _to_device_images(images, resolution, device), torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
 
 
 def prepare_data(

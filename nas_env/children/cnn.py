@@ -84,7 +84,7 @@ def _pad_cat(tensors: list[torch.Tensor]) -> torch.Tensor:
 class ChildCNN(nn.Module):
     """The child network of one architecture: a DAG of conv-BN-ReLU layers, global pooling, linear."""
 
-    def __init__(self, arch: CNNArchitecture, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, arch: CNNArchitecture, num_classes: int = 10, in_channels: int = 3, bn_eps: float = 1e-5) -> None:
         super().__init__()
         if arch.num_layers < 1:
             raise ValueError("a child CNN needs at least one layer")
@@ -106,7 +106,7 @@ class ChildCNN(nn.Module):
                         padding=(layer.filter_height // 2, layer.filter_width // 2),
                         bias=False,
                     ),
-                    nn.BatchNorm2d(layer.num_filters),
+                    nn.BatchNorm2d(layer.num_filters, eps=bn_eps),
                     nn.ReLU(inplace=True),
                 )
             )
@@ -122,9 +122,10 @@ class ChildCNN(nn.Module):
         return self.classifier(top.mean(dim=(2, 3)))
 
 
-def build_cnn(arch: CNNArchitecture, num_classes: int = 10, in_channels: int = 3) -> ChildCNN:
-    """The child network for ``arch`` (freshly initialised with PyTorch's defaults and global RNG)."""
-    return ChildCNN(arch, num_classes=num_classes, in_channels=in_channels)
+def build_cnn(arch: CNNArchitecture, num_classes: int = 10, in_channels: int = 3, bn_eps: float = 1e-5) -> ChildCNN:
+    """The child network for ``arch`` (freshly initialised with PyTorch's defaults and global RNG);
+    ``bn_eps`` is one of the hyperparameters the paper tunes when it retrains the best architectures."""
+    return ChildCNN(arch, num_classes=num_classes, in_channels=in_channels, bn_eps=bn_eps)
 
 
 def count_params(model: nn.Module) -> int:
