@@ -11,8 +11,10 @@ One step of the cell, for nodes ``k = 0..N-1`` in order (leaves first, the root 
 The paper's example (two leaves): ``a0 = tanh(W1 x + W2 h)``, ``a1 = relu((W3 x) * (W4 h))``, inject
 add/relu into node 0: ``a0 <- relu(a0 + c_{t-1})``, ``h_t = sigmoid(a0 * a1)``, ``c_t = (W3 x) * (W4 h)``.
 
-All leaves' ``W_i x`` come from one matmul with the stacked ``(L*H, input)`` matrix ``weight_ih``, and
-all ``U_i h`` from one with ``weight_hh`` (``(L*H, H)``); leaf ``i`` owns rows ``i*H:(i+1)*H``. Each
+All leaves' ``W_i x`` come from one matmul with the stacked ``(L*H, input)`` matrix ``weight_ih`` (for a
+whole sequence at once in :class:`RNNLanguageModel`), and all ``U_i h`` from one with ``weight_hh``
+(``(L*H, H)``); leaf ``i`` owns rows ``i*H:(i+1)*H``. ``benchmarks/bench_rnn_cell.py`` measures this
+against a Linear pair per leaf. Each
 leaf has two biases (``bias_ih``, ``bias_hh``), like ``torch.nn.LSTM``, so that ``elem_mult`` leaves are
 affine in each factor. Every parameter starts uniform in ``[-1/sqrt(H), 1/sqrt(H)]``, as in torch's LSTM.
 
@@ -88,8 +90,18 @@ class SearchedCell(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"x must be (batch, {self.input_size}), got {tuple(x.shape)}")
-        h, c = self.init_state(x.shape[0], x.device) if state is None else state
-        wx = torch.addmm(self.bias_ih, x, self.weight_ih.t()).split(self.hidden_size, dim=1)
+        return self.step(self.input_projection(x), state)
+
+    def input_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """Every leaf's ``W_i x + b_i`` for inputs ``(..., input_size)`` -> ``(..., L*H)``: it does not depend
+        on the recurrence, so a sequence model computes it for all time steps in one matmul."""
+        flat = torch.addmm(self.bias_ih, x.reshape(-1, self.input_size), self.weight_ih.t())
+        return flat.view(*x.shape[:-1], flat.shape[-1])
+
+    def step(self, wx_t: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """One step from the input projection of ``x_t`` (see :meth:`input_projection`)."""
+        h, c = self.init_state(wx_t.shape[0], wx_t.device) if state is None else state
+        wx = wx_t.split(self.hidden_size, dim=1)
         uh = torch.addmm(self.bias_hh, h, self.weight_hh.t()).split(self.hidden_size, dim=1)
         out: list[torch.Tensor] = []
         c_t: torch.Tensor | None = None
@@ -168,8 +180,8 @@ class RNNLanguageModel(nn.Module):
             state = self.init_state(tokens.shape[1], tokens.device)
         emb = self.drop(self.embedding(tokens))
         outputs = []
-        for x_t in emb:
-            h_t, state = self.cell(x_t, state)
+        for wx_t in self.cell.input_projection(emb):  # all time steps' W x in one matmul
+            h_t, state = self.cell.step(wx_t, state)
             outputs.append(h_t)
         out = self.drop(torch.stack(outputs))
         return self.decoder(out), state
