@@ -364,7 +364,7 @@ def top_k_markdown(rows: list[dict[str, Any]], title: str) -> str:
     header = ["rank", "told #", "reward", "metric", "status", "params"] + (["test acc (%)"] if has_test else []) + ["architecture"]
     lines = [f"# Top {len(rows)} architectures: {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [str(r["rank"]), str(r["seq"]), f"{r['reward']:.4f}", _fmt(r["metric"], 4), r["status"],
+        cells = [str(r["rank"]), str(r["seq"]), f"{r['reward']:.4g}", _fmt(r["metric"], 4), r["status"],
                  "-" if r["params"] is None else f"{r['params']:,}"]
         if has_test:
             cells.append(_fmt(r["test_acc"], 2))
