@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evaluation.retrain import read_summary
+from evaluation.retrain import load_retrained, read_summary
 from nas_env.data.cifar10 import CLASSES
 from nas_env.training import CIFAR10_MEAN, CIFAR10_STD
 
@@ -30,18 +30,6 @@ class NormalizedClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model((images - self.mean) / self.std)
-
-
-def load_retrained(weights_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained child of one retraining job (eval mode) and what was saved with it."""
-    from nas_env.children.cnn import build_cnn
-    from nas_env.spaces.cnn import CNNArchitecture
-
-    saved = torch.load(weights_path, map_location="cpu", weights_only=True)
-    arch = CNNArchitecture.from_dict(json.loads(saved["arch_json"]))
-    model = build_cnn(arch, bn_eps=float(saved["bn_eps"]))
-    model.load_state_dict(saved["state_dict"])
-    return model.eval(), saved
 
 
 def export_retrained(run_dir: str | Path, out: str | Path, rank: int = 1) -> dict[str, Any]:

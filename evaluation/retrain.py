@@ -205,7 +205,11 @@ def retrain(
         finally:
             dispatcher.close()
     rows = _summarise(archs, points, results)
-    _write_summary(out, rows, points, base)
+    from evaluation.ensemble import ensemble_accuracies
+
+    members = sorted((r for r in rows if r.chosen and r.weights_path), key=lambda r: -r.val_accuracy)
+    ensemble = ensemble_accuracies([r.weights_path for r in members], data_dir)  # type: ignore[misc]
+    _write_summary(out, rows, points, base, ensemble)
     return rows
 
 
@@ -227,9 +231,11 @@ def _summarise(archs: list[tuple[str, str, float]], points: list[dict[str, float
     return rows
 
 
-def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, float]], budget: dict[str, Any]) -> None:
+def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, float]], budget: dict[str, Any],
+                   ensemble: list[float]) -> None:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"budget": budget, "grid": points, "rows": [dataclasses.asdict(r) for r in rows]}
+    payload = {"budget": budget, "grid": points, "rows": [dataclasses.asdict(r) for r in rows],
+               "ensemble_test_accuracy": ensemble}  # fmt: skip
     (out / SUMMARY_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     lines = [
         f"Retrained over {len(points)} grid point(s), chosen on validation accuracy; test = the official test split.",
@@ -241,7 +247,25 @@ def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, flo
         chosen = " / ".join(f"{r.chosen.get(k, '-')}" for k in GRID_KEYS) if r.chosen else "(all failed)"
         lines.append(f"| {r.search_rank} | {r.search_reward:.4f} | {chosen} | {r.val_accuracy:.4f} | "
                      f"{r.test_accuracy:.4f} | {r.params if r.params is not None else '-'} |")  # fmt: skip
+    if len(ensemble) > 1:
+        lines += ["", "Ensembles of the best k by validation (mean softmax) on the test split:", "",
+                  "| k | " + " | ".join(str(k) for k in range(1, len(ensemble) + 1)) + " |",
+                  "|---|" + "---|" * len(ensemble),
+                  "| test acc | " + " | ".join(f"{a:.4f}" for a in ensemble) + " |"]  # fmt: skip
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def load_retrained(weights_path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The trained child of one retraining job (eval mode, on the CPU) and what was saved with it."""
+    import torch
+
+    from nas_env.children.cnn import build_cnn
+    from nas_env.spaces.cnn import CNNArchitecture
+
+    saved = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model = build_cnn(CNNArchitecture.from_dict(json.loads(saved["arch_json"])), bn_eps=float(saved["bn_eps"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), saved
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

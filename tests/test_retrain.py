@@ -55,7 +55,10 @@ def test_each_architecture_gets_its_validation_choice_and_a_test_accuracy(retrai
         assert 0.0 <= row["test_accuracy"] <= 1.0
         assert (row["test_accuracy"] * len(test_labels)) == pytest.approx(round(row["test_accuracy"] * len(test_labels)))
         assert Path(row["weights_path"]).is_file()
-    assert (retrained / "retrain" / "summary.md").read_text().count("\n| ") == 3  # header + 2 rows
+    ensemble = summary["ensemble_test_accuracy"]
+    by_val = sorted(rows, key=lambda r: -r["val_accuracy"])
+    assert len(ensemble) == 2 and ensemble[0] == pytest.approx(by_val[0]["test_accuracy"], abs=2 / len(test_labels))
+    assert "Ensembles of the best k" in (retrained / "retrain" / "summary.md").read_text()
 
 
 def test_running_it_again_trains_nothing(retrained: Path) -> None:
