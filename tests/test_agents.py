@@ -70,12 +70,10 @@ class TinySpace(SearchSpace):
 
 
 def _spaces_without_anchors() -> list[SearchSpace]:
-    spaces: list[SearchSpace] = [TinySpace()]
-    try:
-        from nas_env.spaces.nb201 import NB201Space
-    except ImportError:
-        return spaces
-    return spaces + [NB201Space()]
+    from nas_env.spaces.nb201 import NB201Space
+    from nas_env.spaces.rnn_cell import RNNCellSpace
+
+    return [TinySpace(), NB201Space(), RNNCellSpace(4)]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -122,6 +120,17 @@ def test_reinforce_beats_random_search_on_the_synthetic_reward(seed: int) -> Non
     assert rewards[-400:].mean() > rewards[:400].mean() + 0.1
     assert logs[-1]["reinforce/updates"] == LEARN_SAMPLES // 8
     assert logs[-1]["reinforce/entropy"] < logs[0]["reinforce/entropy"]
+
+
+def test_reinforce_learns_on_the_recurrent_cell_space() -> None:
+    """The same controller on the PTB cell tokens (kinds combine / activation / cell_index, no anchors)."""
+    from nas_env.spaces.rnn_cell import RNNCellSpace
+
+    space = RNNCellSpace(8)
+    evaluator = SyntheticEvaluator(space, target_seed=100)
+    _, random_rewards, _ = run_search(RandomSearchAgent(space, seed=0), evaluator, LEARN_SAMPLES)
+    _, rewards, _ = run_search(ReinforceAgent(space, seed=0, lr=6e-3, baseline_decay=0.99), evaluator, LEARN_SAMPLES)
+    assert rewards[-400:].mean() > random_rewards.mean() + 0.1  # measured: 0.56 against 0.36
 
 
 def test_reinforce_same_seed_same_run_and_no_global_rng() -> None:
