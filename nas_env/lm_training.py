@@ -94,21 +94,6 @@ class LMTensors:
         return self.train.device
 
 
-def _columns(ids: torch.Tensor, batch_size: int, split: str) -> torch.Tensor:
-    """(N,) ids -> (N // B, B): column j is a contiguous stretch of the text (the tail is dropped)."""
-    steps = ids.numel() // batch_size
-    if steps < 2:
-        raise ValueError(f"{ids.numel()} {split} tokens are too few for batches of {batch_size}")
-    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
-
-
-def _ids(ids: np.ndarray | torch.Tensor, limit: int | None) -> torch.Tensor:
-    """The first ``limit`` ids as an int64 tensor (a copy: corpus arrays are read-only)."""
-    if isinstance(ids, torch.Tensor):
-        return ids[:limit].to(torch.int64)
-    return torch.from_numpy(np.array(ids[:limit], dtype=np.int64))
-
-
 def prepare_lm_data(
     train_ids: np.ndarray | torch.Tensor,
     valid_ids: np.ndarray | torch.Tensor,
@@ -117,16 +102,17 @@ def prepare_lm_data(
     device: str | torch.device = "cpu",
 ) -> LMTensors:
     """Move the budget's leading ``train_tokens`` / ``val_tokens`` to the device once, in (T, B) layout."""
-    train, valid = _ids(train_ids, budget.train_tokens), _ids(valid_ids, budget.val_tokens)
+    from nas_env.data.ptb import batchify
+
+    train = batchify(train_ids[: budget.train_tokens], budget.batch_size)
+    valid = batchify(valid_ids[: budget.val_tokens], budget.eval_batch_size)
     for name, ids in (("train", train), ("valid", valid)):
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        if ids.shape[0] < 2:
+            raise ValueError(f"{ids.numel()} {name} tokens are too few for batches of {ids.shape[1]}")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
             raise ValueError(f"{name} token ids must lie in 0..{vocab_size - 1}")
     device = torch.device(device)
-    return LMTensors(
-        train=_columns(train, budget.batch_size, "train").to(device),
-        valid=_columns(valid, budget.eval_batch_size, "valid").to(device),
-        vocab_size=int(vocab_size),
-    )
+    return LMTensors(train=train.to(device), valid=valid.to(device), vocab_size=int(vocab_size))
 
 
 @dataclasses.dataclass(frozen=True)

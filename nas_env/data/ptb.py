@@ -1,6 +1,6 @@
 """Penn Treebank, word level (Mikolov's split): find it, download it, verify it, read it, batch it.
 
-This is the corpus of the recurrent-cell searches (ENAS, DARTS): a 10,000-entry vocabulary, rare words
+This is the corpus of the recurrent-cell searches (Zoph & Le, then ENAS and DARTS): a 10,000-entry vocabulary, rare words
 already replaced by ``<unk>``, one sentence per line. The three official files are checked against
 their SHA256, and read into token ids with a vocabulary built from the training file in order of
 first appearance, so ids are the same on every machine; ``<eos>`` ends every line.
