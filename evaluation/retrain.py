@@ -30,6 +30,19 @@ SUMMARY_FILE = "summary.json"
 _TEST_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
+def test_split(data_dir: str | Path | None, resolution: int, device: str = "cpu", download: bool = True) -> Any:
+    """The official CIFAR-10 test split as the trainer sees it (uint8 at ``resolution`` on ``device``) and its
+    labels; read once per process and setting."""
+    from nas_env.data.cifar10 import find_cifar10, load_cifar10
+    from nas_env.training import prepare_eval_images
+
+    key = (None if data_dir is None else str(data_dir), resolution, device)
+    if key not in _TEST_CACHE:
+        images, labels = load_cifar10(find_cifar10(data_dir, download=download), "test")
+        _TEST_CACHE[key] = prepare_eval_images(images, labels, resolution, device)
+    return _TEST_CACHE[key]
+
+
 class RetrainEvaluator(TrainingEvaluator):
     """A :class:`TrainingEvaluator` that also measures the official test split and saves the trained
     weights (``weights_dir``); ``bn_eps`` is the batch-norm epsilon of the child."""
@@ -51,14 +64,7 @@ class RetrainEvaluator(TrainingEvaluator):
 
     def test_data(self, device: str) -> Any:
         """The official test split at the budget's resolution, on ``device`` (read once per process)."""
-        from nas_env.data.cifar10 import find_cifar10, load_cifar10
-        from nas_env.training import prepare_eval_images
-
-        key = (self.data_dir, self.budget.resolution, device)
-        if key not in _TEST_CACHE:
-            images, labels = load_cifar10(find_cifar10(self.data_dir, download=self.download), "test")
-            _TEST_CACHE[key] = prepare_eval_images(images, labels, self.budget.resolution, device)
-        return _TEST_CACHE[key]
+        return test_split(self.data_dir, self.budget.resolution, device, self.download)
 
     def after_training(self, model: Any, arch: Architecture, result: EvalResult, device: str) -> EvalResult:
         import torch
@@ -148,6 +154,7 @@ def retrain(
 ) -> list[RetrainRow]:
     """Retrain the run's ``top`` architectures at every grid point; write ``retrain/summary.{json,md}``."""
     from agents.run_dir import RunDir
+    from evaluation.ensemble import ensemble_accuracies
     from nas_env.store import ResultStore
     from slurm.config import ExecutorConfig
     from slurm.dispatch import Dispatcher, Task
@@ -205,8 +212,6 @@ def retrain(
         finally:
             dispatcher.close()
     rows = _summarise(archs, points, results)
-    from evaluation.ensemble import ensemble_accuracies
-
     members = sorted((r for r in rows if r.chosen and r.weights_path), key=lambda r: -r.val_accuracy)
     ensemble = ensemble_accuracies([r.weights_path for r in members], data_dir)  # type: ignore[misc]
     _write_summary(out, rows, points, base, ensemble)

@@ -19,7 +19,7 @@ from nas_env.data.paths import (
     CorruptDatasetError,
     DatasetNotFoundError,
     cache_dir,
-    data_root,
+    locate_dataset,
 )
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -92,27 +92,9 @@ def find_cifar10(
 
     An explicit ``data_dir`` that holds no CIFAR-10 is an error at once (a typo must not start a download).
     """
-    if data_dir is not None:
-        candidates = _candidates(Path(data_dir))
-        found = next((c for c in candidates if _has_batches(c)), None)
-        if found is None:
-            raise DatasetNotFoundError("CIFAR-10", candidates, REQUIRED_FILES)
-        return found
-    folders = [Path(p) for p in (data_root(),) if p is not None]
-    searched: list[Path] = []
-    for folder in folders:
-        candidates = _candidates(folder)
-        searched += candidates
-        found = next((c for c in candidates if _has_batches(c)), None)
-        if found is not None:
-            return found
-    cached = cache_dir() / ARCHIVE_FOLDER
-    searched.append(cached)
-    if _has_batches(cached):
-        return cached
-    if download:
-        return _download_and_extract(url, md5, cache_dir())
-    raise DatasetNotFoundError("CIFAR-10", searched, REQUIRED_FILES)
+    fetch = (lambda: _download_and_extract(url, md5, cache_dir())) if download else None
+    return locate_dataset("CIFAR-10", REQUIRED_FILES, data_dir, _candidates, _has_batches,
+                          cache_dir() / ARCHIVE_FOLDER, fetch)  # fmt: skip
 
 
 def train_val_split(num_images: int, num_val: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ Downloads go to ``NAS_CACHE_DIR`` if set, else ``~/.cache/nas-rl``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 DATA_DIR_ENV = "NAS_DATA_DIR"
@@ -86,3 +86,38 @@ def cache_dir() -> Path:
     """Where downloads are stored: NAS_CACHE_DIR if set, else ~/.cache/nas-rl (not created here)."""
     value = os.environ.get(CACHE_DIR_ENV, "").strip()
     return Path(value).expanduser() if value else DEFAULT_CACHE_DIR.expanduser()
+
+
+def locate_dataset(
+    dataset: str,
+    expected: Sequence[str],
+    data_dir: str | Path | None,
+    candidates: Callable[[Path], list[Path]],
+    complete: Callable[[Path], bool],
+    cached: Path,
+    fetch: Callable[[], Path] | None,
+    missing: Callable[[list[Path]], list[str]] = lambda folders: [],
+) -> Path:
+    """The lookup order every dataset follows: an explicit ``data_dir`` (an error at once if it lacks the
+    data: a typo must not start a download), then NAS_DATA_DIR, then ``cached``, then ``fetch()`` (a
+    download; None when downloads are off). ``candidates(folder)`` are the folders a setting may mean
+    (the dataset folder itself or its parent); ``complete(folder)`` says whether one holds the data."""
+    if data_dir is not None:
+        folders = candidates(Path(data_dir))
+        found = next((c for c in folders if complete(c)), None)
+        if found is None:
+            raise DatasetNotFoundError(dataset, folders, expected, missing=missing(folders))
+        return found
+    searched: list[Path] = []
+    root = data_root()
+    if root is not None:
+        searched += candidates(root)
+        found = next((c for c in searched if complete(c)), None)
+        if found is not None:
+            return found
+    searched.append(cached)
+    if complete(cached):
+        return cached
+    if fetch is not None:
+        return fetch()
+    raise DatasetNotFoundError(dataset, searched, expected, missing=missing(searched))

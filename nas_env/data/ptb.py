@@ -23,7 +23,7 @@ import numpy as np
 
 from nas_env.data.download import download as _download_file
 from nas_env.data.download import extract_tar, file_digest, move_into_place, staging_folder
-from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError, cache_dir, data_root
+from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError, cache_dir, locate_dataset
 
 if TYPE_CHECKING:
     import torch
@@ -69,27 +69,9 @@ def find_ptb(data_dir: str | Path | None = None, download: bool = True, url: str
     that holds no PTB is an error at once (a typo must not start a download). A download extracts only
     the three files into ``cache_dir()/ptb``, after checking their SHA256, and deletes the archive.
     """
-    if data_dir is not None:
-        candidates = _candidates(Path(data_dir))
-        found = next((c for c in candidates if _has_files(c)), None)
-        if found is None:
-            raise DatasetNotFoundError(DATASET, candidates, PTB_FILES, missing=_missing(candidates))
-        return found
-    searched: list[Path] = []
-    root = data_root()
-    if root is not None:
-        candidates = _candidates(root)
-        searched += candidates
-        found = next((c for c in candidates if _has_files(c)), None)
-        if found is not None:
-            return found
-    cached = cache_dir() / FOLDER_NAME
-    searched.append(cached)
-    if _has_files(cached):
-        return cached
-    if download:
-        return _download_and_extract(url, cache_dir())
-    raise DatasetNotFoundError(DATASET, searched, PTB_FILES, missing=_missing(searched))
+    fetch = (lambda: _download_and_extract(url, cache_dir())) if download else None
+    return locate_dataset(DATASET, PTB_FILES, data_dir, _candidates, _has_files, cache_dir() / FOLDER_NAME, fetch,
+                          missing=_missing)  # fmt: skip
 
 
 def load_ptb(directory: str | Path, verify: bool = True) -> PTBCorpus:
