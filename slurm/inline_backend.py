@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from submitit.core.utils import DelayedSubmission, JobPaths, cloudpickle_dump
 
+import slurm.faults as faults
 from nas_env.results import EvalResult
-from slurm import faults
 from slurm.backend import Backend, JobRecord, load_function
 from slurm.job import EvaluateTask
 

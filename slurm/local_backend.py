@@ -17,8 +17,8 @@ import submitit
 from submitit.core.utils import JobPaths
 from submitit.local.local import LocalJob
 
+import slurm.faults as faults
 from nas_env.results import EvalResult
-from slurm import faults
 from slurm.backend import Backend, JobRecord, SubmissionError, load_function
 from slurm.config import ClusterConfigError
 from slurm.job import EvaluateTask

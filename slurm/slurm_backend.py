@@ -15,8 +15,8 @@ import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
+import slurm.faults as faults
 from nas_env.results import EvalResult
-from slurm import faults
 from slurm.backend import Backend, JobRecord, SubmissionError, load_function
 from slurm.check import check_slurm
 from slurm.job import EvaluateTask
