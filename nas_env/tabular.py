@@ -167,6 +167,16 @@ class NB201Table:
         except KeyError:
             raise KeyError(f"{arch_str!r} is not an NB201 arch string in the table") from None
 
+    def index_of_architecture(self, arch: NB201Architecture) -> int:
+        """The official NB201 / NATS-tss index of ``arch`` (its row in this table)."""
+        if not isinstance(arch, NB201Architecture):
+            raise TypeError(f"{arch!r} is not an NB201 architecture")
+        return self.index_of(arch.arch_str)
+
+    def architecture(self, index: int) -> NB201Architecture:
+        """The architecture at official index ``index`` (inverse of :meth:`index_of_architecture`)."""
+        return NB201Architecture.from_arch_str(self.arch_str(index))
+
     def row(self, index: int) -> dict[str, Any]:
         """Every column at ``index`` as plain Python values (accuracies in %, times in s, counts)."""
         i = self._check_index(index)

@@ -53,7 +53,8 @@ def test_space_covers_exactly_the_table(space: NB201Space, table: NB201Table) ->
         arch = space.decode(tokens)
         assert space.encode(arch) == tokens
         assert NB201Architecture.from_arch_str(arch.arch_str) == arch
-        index = space.index(arch)
+        index = table.index_of_architecture(arch)
+        assert table.architecture(index) == arch
         assert table.arch_str(index) == arch.arch_str == space.key(arch)
         keys.add(space.key(arch))
         indices.append(index)

@@ -138,18 +138,6 @@ class NB201Space(SearchSpace):
         """The official arch string (isomorphic cells have separate table rows, so they are not merged)."""
         return self._check_arch(arch).arch_str
 
-    def index(self, arch: Architecture) -> int:
-        """The official NB201 / NATS-tss index of ``arch`` (its row in the packaged table)."""
-        from nas_env.tabular import NB201Table  # lazy: the table is only read when an index is needed
-
-        return NB201Table.load().index_of(self._check_arch(arch).arch_str)
-
-    def from_index(self, index: int) -> NB201Architecture:
-        """The architecture at official index ``index`` (inverse of :meth:`index`)."""
-        from nas_env.tabular import NB201Table
-
-        return NB201Architecture.from_arch_str(NB201Table.load().arch_str(index))
-
     @staticmethod
     def _check_arch(arch: Architecture) -> NB201Architecture:
         if not isinstance(arch, NB201Architecture):
