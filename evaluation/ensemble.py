@@ -17,7 +17,7 @@ def ensemble_accuracies(
     weights_paths: Sequence[str | Path], data_dir: str | Path | None = None, download: bool = True
 ) -> list[float]:
     """Test accuracy of the mean softmax of the first k models, for k = 1..len(weights_paths)."""
-    from evaluation.retrain import load_retrained, test_split
+    from evaluation.retrained import load_retrained, test_split
     from nas_env.training import normalize
 
     total, accuracies = None, []

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from evaluation.retrain import load_retrained, read_summary
+from evaluation.retrain import read_summary
+from evaluation.retrained import load_retrained
 from nas_env.data.cifar10 import CLASSES
 from nas_env.training import CIFAR10_MEAN, CIFAR10_STD
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from evaluation.retrained import test_split
 from nas_env.evaluators import TrainingEvaluator, resolve_budget
 from nas_env.results import EvalResult, Status
 from nas_env.spaces.base import Architecture
@@ -26,22 +27,6 @@ from nas_env.spaces.base import Architecture
 DEFAULT_GRID: dict[str, list[float]] = {"lr": [0.05, 0.1], "weight_decay": [1e-4, 5e-4], "bn_eps": [1e-5, 1e-3]}
 GRID_KEYS = ("lr", "weight_decay", "bn_eps")
 SUMMARY_FILE = "summary.json"
-
-_TEST_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
-def test_split(data_dir: str | Path | None, resolution: int, device: str = "cpu", download: bool = True) -> Any:
-    """The official CIFAR-10 test split as the trainer sees it (uint8 at ``resolution`` on ``device``) and its
-    labels; read once per process and setting."""
-    from nas_env.data.cifar10 import find_cifar10, load_cifar10
-    from nas_env.training import prepare_eval_images
-
-    key = (None if data_dir is None else str(data_dir), resolution, device)
-    if key not in _TEST_CACHE:
-        images, labels = load_cifar10(find_cifar10(data_dir, download=download), "test")
-        _TEST_CACHE[key] = prepare_eval_images(images, labels, resolution, device)
-    return _TEST_CACHE[key]
-
 
 class RetrainEvaluator(TrainingEvaluator):
     """A :class:`TrainingEvaluator` that also measures the official test split and saves the trained
@@ -258,19 +243,6 @@ def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, flo
                   "|---|" + "---|" * len(ensemble),
                   "| test acc | " + " | ".join(f"{a:.4f}" for a in ensemble) + " |"]  # fmt: skip
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-
-
-def load_retrained(weights_path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The trained child of one retraining job (eval mode, on the CPU) and what was saved with it."""
-    import torch
-
-    from nas_env.children.cnn import build_cnn
-    from nas_env.spaces.cnn import CNNArchitecture
-
-    saved = torch.load(weights_path, map_location="cpu", weights_only=True)
-    model = build_cnn(CNNArchitecture.from_dict(json.loads(saved["arch_json"])), bn_eps=float(saved["bn_eps"]))
-    model.load_state_dict(saved["state_dict"])
-    return model.eval(), saved
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
