@@ -16,6 +16,15 @@ AGENTS: dict[str, type[Agent]] = {
     RegularizedEvolutionAgent.name: RegularizedEvolutionAgent,
 }
 
+#: the ask/tell agents (driven by agents.search.Search), by name
+ASK_TELL_AGENTS: tuple[str, ...] = tuple(AGENTS)
+#: the Stable-Baselines3 agents (driven by agents.sb3.run_sb3_search; they need the ``sb3`` extra)
+SB3_AGENTS: tuple[str, ...] = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
+#: the SB3 agents whose algorithm comes from sb3-contrib rather than stable-baselines3 itself
+SB3_CONTRIB_AGENTS: tuple[str, ...] = ("maskable-ppo", "recurrent-ppo")
+#: every agent name of the command line and of configs
+ALL_AGENTS: tuple[str, ...] = ASK_TELL_AGENTS + SB3_AGENTS
+
 
 def make_agent(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -> Agent:
     """The agent called ``name`` over ``space``; ``kwargs`` are its hyperparameters (see its config)."""

@@ -32,6 +32,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.torch_layers import CombinedExtractor
 
 import nas_env  # noqa: F401 - registers the environment ids
+from agents.registry import SB3_AGENTS
 from agents.run_dir import RunDir, ScalarLogger, SearchConfig
 from agents.sb3_vec_env import BatchedNASVecEnv, SearchRecorder, make_nas_envs
 from agents.search import SearchSummary
@@ -50,9 +51,6 @@ __all__ = [
     "model_kwargs",
     "run_sb3_search",
 ]
-
-#: the agent names of the command line
-SB3_AGENTS: tuple[str, ...] = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 
 #: the saved model inside the run directory
 MODEL_FILE = "sb3_model.zip"
