@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from evaluation import plots
-from evaluation.cli import parse_seeds
+from nas_cli.evaluation import parse_seeds
 from evaluation.compare import AgentSpec, CompareSpec, run_compare
 from evaluation.report import load_compare_traces
 from evaluation.stats import band, welch_difference

@@ -22,40 +22,34 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from agents.registry import ASK_TELL_AGENTS, SB3_AGENTS, SB3_CONTRIB_AGENTS
 from agents.run_dir import SearchConfig
-from nas_env.cli import SB3_AGENTS  # the Stable-Baselines3 agent names, run by agents.sb3.run_sb3_search
-
-#: the executor of every run unless told otherwise: table lookups are cheapest in the driver process
-DEFAULT_EXECUTOR: dict[str, Any] = {"executor": "inline", "max_in_flight": 1}
-SPEC_FILE = "compare.json"
-TIMINGS_FILE = "timings.json"
-
-
-class CompareError(RuntimeError):
-    """A comparison cannot start (bad agents, a folder holding another comparison) or some runs failed."""
+from evaluation.compare_spec import (  # noqa: F401 - part of this module's API, re-exported
+    DEFAULT_EXECUTOR,
+    SPEC_FILE,
+    TIMINGS_FILE,
+    AgentSpec,
+    CompareError,
+    CompareSpec,
+    read_spec,
+    read_timings,
+    run_name,
+    runs_dir,
+    write_spec,
+)
 
 
 # ---------------------------------------------------------------------------------------------- agents
-@dataclasses.dataclass(frozen=True)
-class AgentSpec:
-    """One competitor: a ``label`` (names its runs and its table row), the agent's registry name, and its
-    hyperparameters. The same agent may appear twice under two labels (e.g. two REINFORCE settings)."""
-
-    label: str
-    agent: str
-    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def sb3_available() -> bool:
-    """Whether the SB3 driver module (agents.sb3) is installed."""
-    return importlib.util.find_spec("agents.sb3") is not None
+def sb3_available(agent: str | None = None) -> bool:
+    """Whether the packages an SB3 agent needs are installed: stable_baselines3 for every one, and sb3_contrib
+    too for ``maskable-ppo`` and ``recurrent-ppo`` (``agent=None``: stable_baselines3 alone)."""
+    packages = ["stable_baselines3"] + (["sb3_contrib"] if agent in SB3_CONTRIB_AGENTS else [])
+    return all(importlib.util.find_spec(p) is not None for p in packages)
 
 
 def known_agents() -> list[str]:
-    """Agent names a comparison accepts now: the ask/tell registry, plus the SB3 ones if agents.sb3 exists."""
-    from agents.registry import AGENTS
-
-    return sorted(AGENTS) + (list(SB3_AGENTS) if sb3_available() else [])
+    """Agent names a comparison accepts now: the ask/tell ones, plus each SB3 one whose packages are installed."""
+    return sorted(ASK_TELL_AGENTS) + [a for a in SB3_AGENTS if sb3_available(a)]
 
 
 def parse_agents(agents: str | Sequence[str], agent_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> list[AgentSpec]:
@@ -76,7 +70,7 @@ def parse_agents(agents: str | Sequence[str], agent_kwargs: Mapping[str, Mapping
         label, _, name = item.rpartition(":")
         label = label or name
         if name not in known:
-            hint = "" if sb3_available() or name not in SB3_AGENTS else " (the SB3 agents need agents.sb3, not installed)"
+            hint = "" if name not in SB3_AGENTS else " (the SB3 agents need the sb3 extra: pip install 'nas-rl[sb3]')"
             raise CompareError(f"unknown agent {name!r}{hint}; known agents: {', '.join(known)}")
         if any(s.label == label for s in specs):
             raise CompareError(f"agent label {label!r} given twice; use LABEL:AGENT to tell them apart")
@@ -85,89 +79,6 @@ def parse_agents(agents: str | Sequence[str], agent_kwargs: Mapping[str, Mapping
     if unused:
         raise CompareError(f"--agent-kwargs for {unused}, which is not a label of --agents {[s.label for s in specs]}")
     return specs
-
-
-# ---------------------------------------------------------------------------------------------- the spec
-@dataclasses.dataclass
-class CompareSpec:
-    """Everything that defines a comparison (written to ``OUT/compare.json``)."""
-
-    env_id: str
-    agents: list[AgentSpec]
-    seeds: list[int]
-    budget: int
-    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    max_simulated_time_s: float | None = None
-    max_wall_time_s: float | None = None
-    executor: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_EXECUTOR))
-    confidence: float = 0.95
-    reference: str | None = None  # the label others are compared with (default: "random" when present)
-
-    def __post_init__(self) -> None:
-        if not self.agents:
-            raise CompareError("a comparison needs at least one agent")
-        if not self.seeds:
-            raise CompareError("a comparison needs at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise CompareError(f"seeds repeat: {self.seeds}")
-        labels = [a.label for a in self.agents]
-        if self.reference is not None and self.reference not in labels:
-            raise CompareError(f"reference {self.reference!r} is not one of the agents {labels}")
-        if not 0.0 < self.confidence < 1.0:
-            raise CompareError(f"confidence must be in (0, 1), got {self.confidence}")
-        for spec in self.agents:  # a bad budget or time limit fails here, before any run starts
-            self.run_config(spec, self.seeds[0])
-
-    @property
-    def reference_label(self) -> str | None:
-        labels = [a.label for a in self.agents]
-        return self.reference or ("random" if "random" in labels and len(labels) > 1 else None)
-
-    def run_config(self, spec: AgentSpec, seed: int) -> SearchConfig:
-        """The search config of one (agent, seed) run."""
-        return SearchConfig(
-            env_id=self.env_id,
-            env_kwargs=dict(self.env_kwargs),
-            agent=spec.agent,
-            agent_kwargs=dict(spec.kwargs),
-            seed=int(seed),
-            budget=int(self.budget),
-            max_wall_time_s=self.max_wall_time_s,
-            max_simulated_time_s=self.max_simulated_time_s,
-            executor=dict(self.executor),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CompareSpec":
-        d = dict(d)
-        d["agents"] = [AgentSpec(**a) for a in d["agents"]]
-        return cls(**d)
-
-
-def run_name(label: str, seed: int) -> str:
-    return f"{label}-seed{seed}"
-
-
-def runs_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "runs"
-
-
-def read_spec(out_dir: str | Path) -> CompareSpec:
-    path = Path(out_dir) / SPEC_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{out_dir} holds no comparison ({SPEC_FILE} is missing)")
-    return CompareSpec.from_dict(json.loads(path.read_text()))
-
-
-def _write_spec(out_dir: Path, spec: CompareSpec) -> None:
-    path = out_dir / SPEC_FILE
-    if path.is_file() and read_spec(out_dir).to_dict() != spec.to_dict():
-        raise CompareError(f"{out_dir} already holds a different comparison ({SPEC_FILE}); choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -280,7 +191,7 @@ def run_compare(
     from evaluation.report import write_compare_report
 
     out = Path(out_dir)
-    _write_spec(out, spec)
+    write_spec(out, spec)
     tasks = plan_tasks(out, spec)
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     start = time.perf_counter()
@@ -292,15 +203,6 @@ def run_compare(
         lines = "\n".join(f"  {run_name(o.label, o.seed)}: {o.error}" for o in failed)
         raise CompareError(f"{len(failed)} of {len(outcomes)} runs failed:\n{lines}")
     return write_compare_report(out)
-
-
-def read_timings(out: Path) -> list[dict[str, Any]]:
-    """The timing sessions recorded in ``out`` (an older single-session file counts as one session)."""
-    path = Path(out) / TIMINGS_FILE
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text())
-    return data["sessions"] if "sessions" in data else [{"started": "-", **data}]
 
 
 def _write_timings(out: Path, outcomes: Sequence[RunOutcome], total_s: float, workers: int) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluation import plots
-from evaluation.compare import CompareSpec, read_spec, read_timings, run_name, runs_dir
+from evaluation.compare_spec import CompareSpec, read_spec, read_timings, run_name, runs_dir
 from evaluation.curves import Curve, group_curves
 from evaluation.stats import MeanCI, mean_ci, welch_difference
 from evaluation.traces import RunTrace, Step, load_trace

@@ -1,4 +1,4 @@
-"""The ``nas compare`` and ``nas report`` commands (added to the ``nas`` parser by :func:`add_commands`)."""
+"""``nas compare``, ``nas report``, ``nas retrain`` and ``nas export`` (added to the ``nas`` parser by :func:`add_commands`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.compare import DEFAULT_EXECUTOR, CompareError, CompareSpec, parse_agents
-from nas_env.cli import json_object
+from nas_cli.arguments import json_object
 
 
 def _agent_kwargs(text: str) -> tuple[str, dict[str, Any]]:

@@ -1,29 +1,20 @@
-"""The ``nas`` command line: ``nas search`` (any agent, any executor, resumable), ``nas compare``,
-``nas report``, ``nas retrain`` and ``nas export``."""
+"""``nas search``: run (or resume) an architecture search with any agent on any executor."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-SB3_AGENTS = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
-ASK_TELL_AGENTS = ("reinforce", "random", "evolution")
+from agents.registry import ALL_AGENTS, SB3_AGENTS
+from nas_cli.arguments import json_object
 
 
-def json_object(text: str) -> dict[str, Any]:
-    """argparse type: a JSON object (for --env-kwargs, --agent-kwargs, ...)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``search`` to the ``nas`` sub-commands."""
+    _add_search_parser(sub)
 
 
 def _add_search_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +24,7 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
         description="Search architectures with an agent; every evaluation lands in RUN_DIR/store.sqlite.",
     )
     p.add_argument("--env", default="NAS-CIFAR10-v0", help="registered environment id (default: %(default)s)")
-    p.add_argument("--agent", default="reinforce", choices=ASK_TELL_AGENTS + SB3_AGENTS)
+    p.add_argument("--agent", default="reinforce", choices=ALL_AGENTS)
     p.add_argument("--budget", type=int, default=None,
                    help="number of architectures to evaluate (default: 6; with --resume: the run's own, or raise it)")
     p.add_argument("--parallel", type=int, default=None, help="evaluations in flight at once (default: 1)")
@@ -195,55 +186,3 @@ def _print_summary(summary: Any, config: Any, top: int) -> None:
         params = "-" if r.params is None else f"{r.params:,}"
         arch = space.architecture_from_json(row.arch_json)
         print(f"{rank:>4}  {r.reward:>8.4g}  {metric:>8}  {r.status.value:<9} {params:>9}  {arch}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search with reinforcement learning")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_search_parser(sub)
-    try:
-        from evaluation.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
-    return parser
-
-
-#: exceptions that report bad input or a bad environment (the message names the problem), by module
-_USER_ERRORS = {
-    "nas_env.data.paths": "DatasetError",  # missing, corrupt or undownloadable dataset
-    "slurm.config": "ClusterConfigError",  # bad executor settings, unreachable cluster
-    "evaluation.compare": "CompareError",
-    "gymnasium.error": "Error",  # e.g. an unknown environment id
-}
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` reports bad input (a bad value, file, dataset, cluster) rather than a bug."""
-    kinds: list[type] = [ValueError, FileNotFoundError, NotADirectoryError, PermissionError]
-    for module, name in _USER_ERRORS.items():
-        if module in sys.modules:  # a module that raised has been imported
-            kinds.append(getattr(sys.modules[module], name))
-    return isinstance(exc, tuple(kinds))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``nas`` command. Bad input ends with one ``nas CMD: error: ...`` line and exit status 2
-    (``NAS_TRACEBACK=1`` shows the traceback); Ctrl-C ends with status 130, the store intact."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"\nnas {args.command}: interrupted; finished evaluations are in the run's store.sqlite"
-              " and `nas search --resume RUN_DIR` goes on from there", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if not is_user_error(exc) or os.environ.get("NAS_TRACEBACK"):
-            raise
-        print(f"nas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

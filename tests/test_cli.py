@@ -18,7 +18,7 @@ from nas_env.store import ResultStore
 
 
 def nas(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas_env.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nas_cli", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)  # fmt: skip
 
 
@@ -59,7 +59,7 @@ def test_traceback_on_request(tmp_path: Path) -> None:
 def test_ctrl_c_keeps_the_store_and_the_run_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env_kwargs = json.dumps({"num_layers": 3, "epochs": 2, "seconds_per_epoch": 0.2})
-    command = [sys.executable, "-m", "nas_env.cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "random",
+    command = [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "random",
                "--budget", "12", "--executor", "inline", "--env-kwargs", env_kwargs, "--run-dir", str(run_dir),
                "--no-progress"]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ from evaluation.compare import CompareError, CompareSpec, parse_agents, read_spe
 from evaluation.report import write_run_report
 from evaluation.stats import mean_ci, t_cdf, t_quantile, welch_difference
 from evaluation.traces import RunDirError, load_trace
-from nas_env.cli import main
+from nas_cli.main import main
 from nas_env.results import EvalResult
 from nas_env.store import ResultStore
 

@@ -115,7 +115,7 @@ def test_the_ptb_env_trains_a_child_at_its_terminal_step(data_root: Path) -> Non
 
 def test_nas_search_on_ptb_from_the_command_line(data_root: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "nas_env.cli", "search", "--env", "NAS-PTB-v0", "--agent", "reinforce", "--budget", "3",
+        [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-PTB-v0", "--agent", "reinforce", "--budget", "3",
          "--train-budget", "tiny", "--env-kwargs", '{"num_leaves": 2}', "--executor", "inline", "--no-progress",
          "--data-dir", str(data_root / "ptb"), "--run-dir", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300,

@@ -22,7 +22,7 @@ GRID = {"lr": [0.05, 0.1]}
 
 
 def nas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas_env.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "nas_cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd)  # fmt: skip
 
 

@@ -99,7 +99,7 @@ def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path: Path) ->
 
 
 def _nas(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nas_env.cli", *args]
+    return [sys.executable, "-m", "nas_cli", *args]
 
 
 @pytest.mark.parametrize("job_ids_recorded", [True, False], ids=["ids-recorded", "ids-lost"])

@@ -31,7 +31,7 @@ def _sacct_jobs(job_name: str) -> list[list[str]]:
 def test_search_on_slurm_survives_a_killed_driver(slurm_cluster: Path, tmp_path: Path) -> None:
     run_dir, log = tmp_path / "run", tmp_path / "evaluations.jsonl"
     env_kwargs = json.dumps({"num_layers": 3, "epochs": 3, "seconds_per_epoch": 1.0, "log_path": str(log)})
-    base = [sys.executable, "-m", "nas_env.cli", "search"]
+    base = [sys.executable, "-m", "nas_cli", "search"]
     command = base + ["--env", "NAS-Synthetic-v0", "--agent", "evolution", "--budget", "8", "--executor", "slurm",
                       "--slurm-partition", "debug", "--max-in-flight", "4", "--time-limit-min", "5",
                       "--slurm-job-name", "search-e2e", "--env-kwargs", env_kwargs, "--run-dir", str(run_dir),
