@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import json
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from nas_env.config_dicts import dataclass_from_dict
+
+#: the fields a resumed search may change: its limits; anything else would make it another search
+RESUMABLE_FIELDS = ("budget", "max_wall_time_s", "max_simulated_time_s")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (no config, a damaged config, in use, another search)."""
 
 
 @dataclasses.dataclass
@@ -79,10 +89,76 @@ class RunDir:
         tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         tmp.replace(self.config_path)
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "driver.lock"
+
     def read_config(self) -> SearchConfig:
         if not self.exists():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json): nothing to resume")
-        return SearchConfig.from_dict(json.loads(self.config_path.read_text()))
+            raise RunDirError(f"{self.path} is not a run directory (no config.json): nothing to resume")
+        try:
+            return SearchConfig.from_dict(json.loads(self.config_path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise RunDirError(f"{self.config_path} is damaged ({exc}); fix it or start a new run directory") from exc
+
+    def resolve_config(self, given: SearchConfig | None) -> SearchConfig:
+        """The config a driver runs: ``given`` for a new run, the stored one for a resume.
+
+        The one rule for what a resume may change, the same for every agent: the limits
+        (:data:`RESUMABLE_FIELDS`) are taken from ``given``; any other field that differs is an error naming
+        it. A budget below the evaluations already told is refused (rather than "10/5 evaluations").
+        """
+        if not self.exists():
+            if given is None:
+                self.read_config()  # raises: nothing to resume
+            return given  # type: ignore[return-value]
+        stored = self.read_config()
+        if given is None:
+            return stored
+        theirs, ours = stored.to_dict(), given.to_dict()
+        differing = [name for name in ours if name not in RESUMABLE_FIELDS and ours[name] != theirs.get(name)]
+        if differing:
+            name = differing[0]
+            raise RunDirError(
+                f"{self.path} holds a search with {name}={theirs.get(name)!r}, not {ours[name]!r}; a resumed search "
+                f"may change only {', '.join(RESUMABLE_FIELDS)} (choose a new run directory for another search)"
+            )
+        return given
+
+    def lock(self) -> "RunLock":
+        """Hold this run directory for one driver (see :class:`RunLock`)."""
+        return RunLock(self.lock_path)
+
+
+class RunLock:
+    """One driver per run directory: an exclusive ``flock`` on ``driver.lock``, held for the driver's life.
+
+    The lock file names its holder (host, pid) for the message a second driver gets. The kernel drops the
+    lock when the holder dies, ``kill -9`` included, so nothing is left to clean up before a resume.
+    (``flock`` is local to one host on some network file systems: run one driver per run directory.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise RunDirError(
+                f"{path.parent} is in use by a running search driver ({holder}); wait for it to end, or stop it "
+                "and run --resume again"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"host {socket.gethostname()}, pid {os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
 
 
 class ScalarLogger:

@@ -1,8 +1,10 @@
 """Stable-Baselines3 baselines on the NAS environments: PPO, A2C, MaskablePPO and RecurrentPPO.
 
 ``run_sb3_search(run_dir, config)`` is what ``nas search --agent ppo|a2c|maskable-ppo|recurrent-ppo`` runs.
-The policy is trained through SB3's standard ``learn()`` on a :class:`~agents.sb3_vec_env.BatchedNASVecEnv`
-(``n_envs`` = the executor's ``max_in_flight``), whose terminal steps go to the dispatcher as one batch.
+The policy is trained through SB3's standard ``learn()`` on a :class:`~agents.sb3_vec_env.SB3VecEnv` over the
+Gymnasium-native :class:`~nas_env.vector_env.NASVectorEnv` (``n_envs`` = the executor's ``max_in_flight``),
+whose terminal steps go through the search core (:class:`agents.core.SearchCore`) to the dispatcher as one
+batch: the same ledger, limits, resume rule and scalars as every other agent.
 The search is measured in **evaluated architectures**, like every other agent of this project: a callback
 stops ``learn()`` when the store's told count reaches ``config.budget`` (or the wall-clock / simulated-time
 budget is spent), whatever the number of env steps. The run directory is the one a
@@ -31,20 +33,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.torch_layers import CombinedExtractor
 
-import nas_env  # noqa: F401 - registers the environment ids
+from agents.core import SearchCore, SearchSummary
 from agents.registry import SB3_AGENTS
-from agents.run_dir import RunDir, ScalarLogger, SearchConfig
-from agents.sb3_vec_env import BatchedNASVecEnv, SearchRecorder, make_nas_envs
-from agents.search import SearchSummary
-from nas_env.store import ResultStore
-from slurm.dispatch import Dispatcher, ExecutorConfig
+from agents.run_dir import RunDir, SearchConfig
+from agents.sb3_vec_env import SB3VecEnv
+from nas_env.vector_env import NASVectorEnv
 
 __all__ = [
     "SB3_AGENTS",
-    "BatchedNASVecEnv",
+    "SB3VecEnv",
     "BudgetCallback",
     "MODEL_FILE",
-    "SearchRecorder",
     "algorithm_class",
     "default_hyperparameters",
     "make_model",
@@ -57,9 +56,6 @@ MODEL_FILE = "sb3_model.zip"
 
 #: about this many architectures (episodes, over all envs) per policy update of the PPO variants
 EPISODES_PER_UPDATE = 16
-
-#: config fields a resumed run may change: the limits, not what is searched or how
-_RESUMABLE_CHANGES = ("budget", "max_wall_time_s", "max_simulated_time_s")
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -164,7 +160,7 @@ def model_kwargs(agent: str, num_steps: int, n_envs: int, overrides: dict[str, A
 
 
 def make_model(
-    agent: str, env: BatchedNASVecEnv, seed: int = 0, overrides: dict[str, Any] | None = None
+    agent: str, env: SB3VecEnv, seed: int = 0, overrides: dict[str, Any] | None = None
 ) -> BaseAlgorithm:
     """A fresh SB3 model of ``agent`` on ``env`` with :func:`model_kwargs`."""
     kwargs = model_kwargs(agent, env.space.num_steps, env.num_envs, overrides)
@@ -179,7 +175,7 @@ def save_model(model: BaseAlgorithm, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_model(agent: str, path: Path, env: BatchedNASVecEnv, seed: int) -> BaseAlgorithm:
+def load_model(agent: str, path: Path, env: SB3VecEnv, seed: int) -> BaseAlgorithm:
     """Load a saved model onto ``env`` (its ``n_envs`` may differ from the saved run's), reseeded with ``seed``
     so that a resumed run does not replay the first session's random stream."""
     model = algorithm_class(agent).load(path, env=env, device="cpu")
@@ -198,41 +194,29 @@ class BudgetCallback(BaseCallback):
     """Stops ``learn()`` on the step at which the architecture budget (or the time budget) is spent, and saves
     the model after every policy update (at the start of each rollout) when new evaluations were told."""
 
-    def __init__(self, recorder: SearchRecorder, model_path: Path) -> None:
+    def __init__(self, core: SearchCore, model_path: Path) -> None:
         super().__init__(verbose=0)
-        self.recorder = recorder
+        self.core = core
         self.model_path = model_path
         self.stopped = False
-        self._saved_at_told = recorder.num_told()
+        self._saved_at_told = core.num_told()
 
     def _on_step(self) -> bool:
-        if self.recorder.remaining() <= 0:
+        if self.core.remaining() <= 0:
             self.stopped = True
             return False
         return True
 
     def _on_rollout_start(self) -> None:
-        told = self.recorder.num_told()
+        told = self.core.num_told()
         if told > self._saved_at_told:
             save_model(self.model, self.model_path)
             self._saved_at_told = told
 
 
 # ---------------------------------------------------------------------------------------------- the search
-def _check_config(run: RunDir, config: SearchConfig | None) -> SearchConfig:
-    """The config to run: the given one, or the run directory's; a run directory holding a different search
-    (other than its limits: budget, wall time, simulated time) is an error."""
-    if config is None:
-        config = run.read_config()
-    elif run.exists():
-        stored, given = run.read_config().to_dict(), config.to_dict()
-        for name in _RESUMABLE_CHANGES:
-            stored.pop(name), given.pop(name)
-        if stored != given:
-            raise ValueError(
-                f"{run.path} already holds a different search; resume it with its own config "
-                "(nas search --resume RUN_DIR) or choose a new run directory"
-            )
+def check_sb3_config(config: SearchConfig) -> None:
+    """What an SB3 search cannot do, refused before anything starts."""
     if config.agent not in SB3_AGENTS:
         raise ValueError(f"run_sb3_search runs the SB3 agents {list(SB3_AGENTS)}, not {config.agent!r}")
     if config.curriculum:
@@ -240,16 +224,15 @@ def _check_config(run: RunDir, config: SearchConfig | None) -> SearchConfig:
             "the depth curriculum changes the observation and action spaces mid-run, which SB3 models cannot "
             "follow; use --agent reinforce for a curriculum"
         )
-    return config
 
 
-def _learn(model: BaseAlgorithm, callback: BudgetCallback, recorder: SearchRecorder, num_steps: int) -> None:
+def _learn(model: BaseAlgorithm, callback: BudgetCallback, core: SearchCore, num_steps: int) -> None:
     """``learn()`` until the callback stops it. ``total_timesteps`` only has to be large enough: the budget
     counts architectures; it is recomputed if the policy ever ran out of steps first."""
     n_envs = model.n_envs
     rollout = int(getattr(model, "n_steps", num_steps)) * n_envs
-    while not callback.stopped and recorder.remaining() > 0:
-        remaining = min(recorder.remaining(), 1 << 30)
+    while not callback.stopped and core.remaining() > 0:
+        remaining = min(core.remaining(), 1 << 30)
         model.learn(
             total_timesteps=(remaining + n_envs) * num_steps + rollout,
             callback=callback,
@@ -258,77 +241,58 @@ def _learn(model: BaseAlgorithm, callback: BudgetCallback, recorder: SearchRecor
         )
 
 
-def run_sb3_search(run_dir: str | Path, config: SearchConfig | None = None, progress: bool = True) -> SearchSummary:
-    """Run (or resume) an SB3 search in ``run_dir`` until ``config.budget`` architectures are evaluated.
+def make_vec_env_for(core: SearchCore) -> SB3VecEnv:
+    """``max(1, max_in_flight)`` lock-step episodes (one per child the executor may run at once) whose
+    completed architectures are evaluated through ``core``."""
+    n_envs = max(1, int(core.executor_config.max_in_flight))
+    venv = NASVectorEnv(core.space, core.evaluator, num_envs=n_envs, invalid_action=core.env.invalid_action,
+                        batch_evaluator=core.evaluate_batch)  # fmt: skip
+    vec_env = SB3VecEnv(venv)
+    vec_env.seed(core.config.seed)
+    return vec_env
 
-    A fresh run directory gets a new model; one holding ``sb3_model.zip`` gets that model back and the count
-    continues from its store (proposals an earlier driver left in flight are settled first, without
-    evaluating anything twice). Returns the same :class:`~agents.search.SearchSummary` as ``Search.run``.
-    """
-    from tqdm.auto import tqdm
 
-    run = RunDir(run_dir)
-    config = _check_config(run, config)
-    dispatcher = Dispatcher(ExecutorConfig(**config.executor), run.jobs_path)
-    dispatcher.check()  # a bad cluster setting is an error before anything is written or submitted
-    run.write_config(config)
-    store = ResultStore(run.store_path)
-    logger = ScalarLogger(run)
-    bar = tqdm(total=config.budget, initial=store.num_told(), disable=not progress, unit="eval")
-    try:
-        vec_env, recorder = _build_env(run, config, store, logger, dispatcher, bar)
-        vec_env.settle_in_flight()
-        model_path = run.path / MODEL_FILE
+class SB3Search:
+    """An SB3 agent's search over one run directory: the same shape as :class:`agents.search.Search`
+    (every setup check in the constructor, :meth:`run`, :meth:`close`)."""
+
+    def __init__(self, run_dir: str | Path, config: SearchConfig | None = None, progress: bool = False) -> None:
+        check_sb3_config(config if config is not None else RunDir(run_dir).read_config())
+        self.core = SearchCore(run_dir, config, progress=progress)
+        self.config = self.core.config
+
+    def run(self) -> SearchSummary:
+        """Train the policy until ``config.budget`` architectures are evaluated.
+
+        A fresh run directory gets a new model; one holding ``sb3_model.zip`` gets that model back and the
+        count continues from its store (proposals an earlier driver left in flight are settled first, without
+        evaluating anything twice: the policy that asked for them is gone, so they count toward the budget).
+        """
+        core = self.core
+        core.resume()
+        core.drain()
+        vec_env = make_vec_env_for(core)
+        model_path = core.run.path / MODEL_FILE
+        agent = core.config.agent
         if model_path.exists():
-            model = load_model(config.agent, model_path, vec_env, config.seed + recorder.num_told())
+            model = load_model(agent, model_path, vec_env, core.config.seed + core.num_told())
         else:
-            model = make_model(config.agent, vec_env, config.seed, config.agent_kwargs)
-        model.set_logger(_sb3_logger(run.tensorboard_path / f"sb3-{config.agent}"))
-        callback = BudgetCallback(recorder, model_path)
-        if recorder.remaining() > 0:
-            _learn(model, callback, recorder, vec_env.space.num_steps)
+            model = make_model(agent, vec_env, core.config.seed, core.config.agent_kwargs)
+        model.set_logger(_sb3_logger(core.run.tensorboard_path / f"sb3-{agent}"))
+        callback = BudgetCallback(core, model_path)
+        if core.remaining() > 0:
+            _learn(model, callback, core, vec_env.space.num_steps)
         save_model(model, model_path)
-        recorder.save()
-        return SearchSummary(
-            run_dir=run.path,
-            evaluations=store.num_told(),
-            budget=config.budget,
-            in_flight=len(store.in_flight()),
-            best=store.best(5, recorder.fingerprint),
-            wall_time_s=recorder.elapsed_s(),
-            simulated_time_s=recorder.simulated_s,
-            out_of_time=recorder.out_of_time(),
-        )
+        return core.summary()
+
+    def close(self) -> None:
+        self.core.close()
+
+
+def run_sb3_search(run_dir: str | Path, config: SearchConfig | None = None, progress: bool = True) -> SearchSummary:
+    """Run (or resume) an SB3 search in ``run_dir`` until ``config.budget`` architectures are evaluated."""
+    search = SB3Search(run_dir, config, progress=progress)
+    try:
+        return search.run()
     finally:
-        bar.close()
-        logger.close()
-        store.close()
-        dispatcher.close()
-
-
-def _build_env(
-    run: RunDir, config: SearchConfig, store: ResultStore, logger: ScalarLogger, dispatcher: Dispatcher, bar: Any
-) -> tuple[BatchedNASVecEnv, SearchRecorder]:
-    """The recorder (store + scalars + limits + progress bar) and the batched vec env of ``n_envs`` =
-    ``max(1, max_in_flight)`` copies: one env per child the executor may run at once."""
-    n_envs = max(1, int(dispatcher.config.max_in_flight))
-
-    def on_told(seq: int, result: Any) -> None:
-        bar.n = seq
-        bar.set_postfix(best=f"{recorder.best:.4f}", refresh=False)
-        bar.refresh()
-
-    envs = make_nas_envs(config.env_id, config.env_kwargs, n_envs)
-    recorder = SearchRecorder(
-        store,
-        envs[0].evaluator.fingerprint(),
-        logger=logger,
-        budget=config.budget,
-        max_wall_time_s=config.max_wall_time_s,
-        max_simulated_time_s=config.max_simulated_time_s,
-        depth=getattr(envs[0].space, "num_layers", None),
-        on_told=on_told,
-    )
-    vec_env = BatchedNASVecEnv(envs, dispatcher, recorder)
-    vec_env.seed(config.seed)
-    return vec_env, recorder
+        search.close()

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SB3 = ("ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 DEFAULT_AGENTS = ("reinforce", "random", "ppo", "a2c", "maskable-ppo", "recurrent-ppo")
 
 
@@ -46,6 +45,7 @@ def run_one(env_id: str, spec: str, seed: int, budget: int, parallel: int, out: 
 
     torch.set_num_threads(1)  # one core per run: the runs themselves are spread over the workers
     from agents.run_dir import SearchConfig
+    from agents.search import run_search
     from nas_env.store import ResultStore
 
     agent, agent_kwargs = parse_agent(spec)
@@ -60,18 +60,7 @@ def run_one(env_id: str, spec: str, seed: int, budget: int, parallel: int, out: 
         executor={"executor": "inline", "max_in_flight": parallel},
     )
     start = time.perf_counter()
-    if agent in SB3:
-        from agents.sb3 import run_sb3_search
-
-        run_sb3_search(run_dir, config, progress=False)
-    else:
-        from agents.search import Search
-
-        search = Search(run_dir, config)
-        try:
-            search.run(progress=False)
-        finally:
-            search.close()
+    run_search(run_dir, config)
     wall = time.perf_counter() - start
     with ResultStore(run_dir / "store.sqlite") as store:
         rewards = [float(r.reward) for r in store.told()]

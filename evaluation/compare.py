@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from agents.registry import ASK_TELL_AGENTS, SB3_AGENTS, SB3_CONTRIB_AGENTS
 from agents.run_dir import SearchConfig
+from agents.search import run_search
 from evaluation.compare_spec import (  # noqa: F401 - part of this module's API, re-exported
     DEFAULT_EXECUTOR,
     SPEC_FILE,
@@ -109,18 +110,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     start = time.perf_counter()
     try:
         config = SearchConfig.from_dict(task.config)
-        if config.agent in SB3_AGENTS:
-            from agents.sb3 import run_sb3_search
-
-            summary = run_sb3_search(Path(task.run_dir), config, progress=False)
-        else:
-            from agents.search import Search
-
-            search = Search(task.run_dir, config)
-            try:
-                summary = search.run(progress=False)
-            finally:
-                search.close()
+        summary = run_search(Path(task.run_dir), config)
         best = summary.best[0].result.reward if summary.best else None
         return RunOutcome(task.label, task.seed, time.perf_counter() - start, summary.evaluations, best)
     except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others

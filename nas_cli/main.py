@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: exceptions that report bad input or a bad environment (the message names the problem), by module
 _USER_ERRORS = {
-    "nas_env.data.paths": "DatasetError",  # missing, corrupt or undownloadable dataset
+    "nas_env.errors": "SetupError",  # missing, corrupt or undownloadable dataset, a device that is not there
     "slurm.config": "ClusterConfigError",  # bad executor settings, unreachable cluster
     "evaluation.compare_spec": "CompareError",
     "gymnasium.error": "Error",  # e.g. an unknown environment id
@@ -39,14 +40,15 @@ def is_user_error(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``nas`` command. Bad input ends with one ``nas CMD: error: ...`` line and exit status 2
-    (``NAS_TRACEBACK=1`` shows the traceback); Ctrl-C ends with status 130, the store intact."""
+    (``NAS_TRACEBACK=1`` shows the traceback); Ctrl-C ends with status 130 and SIGTERM with 143, the store
+    intact and the run resumable."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\nnas {args.command}: interrupted; finished evaluations are in the run's store.sqlite"
               " and `nas search --resume RUN_DIR` goes on from there", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
     except Exception as exc:
         if not is_user_error(exc) or os.environ.get("NAS_TRACEBACK"):
             raise

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.registry import ALL_AGENTS, SB3_AGENTS
+from agents.registry import ALL_AGENTS
 from nas_cli.arguments import json_object
+
+DEFAULT_ENV = "NAS-CIFAR10-v0"
+DEFAULT_AGENT = "reinforce"
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +26,12 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
         help="run (or resume) an architecture search",
         description="Search architectures with an agent; every evaluation lands in RUN_DIR/store.sqlite.",
     )
-    p.add_argument("--env", default="NAS-CIFAR10-v0", help="registered environment id (default: %(default)s)")
-    p.add_argument("--agent", default="reinforce", choices=ALL_AGENTS)
+    p.add_argument("--env", default=None, help=f"registered environment id (default: {DEFAULT_ENV})")
+    p.add_argument("--agent", default=None, choices=ALL_AGENTS, help=f"(default: {DEFAULT_AGENT})")
     p.add_argument("--budget", type=int, default=None,
                    help="number of architectures to evaluate (default: 6; with --resume: the run's own, or raise it)")
     p.add_argument("--parallel", type=int, default=None, help="evaluations in flight at once (default: 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="(default: 0)")
     p.add_argument("--wall-time", type=float, default=None, help="stop asking for more after this many seconds")
     p.add_argument("--run-dir", type=Path, default=None, help="where to write the run (default: runs/<env>-<agent>-<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the search in RUN_DIR")
@@ -108,7 +111,7 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
 
     config = ExecutorConfig.from_args(args)
     if args.max_in_flight is None and (args.parallel is not None or args.executor_config is None):
-        config = config.replace(max_in_flight=args.parallel or 1)
+        config = config.replace(max_in_flight=1 if args.parallel is None else args.parallel)
     return config.to_dict()
 
 
@@ -136,46 +139,61 @@ def _search_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
+def _resumed_config(args: argparse.Namespace) -> Any:
+    """The stored config of ``--resume RUN_DIR`` with what the command line says explicitly: the limits
+    replace the stored ones; an env, agent or seed that differs is refused by the one resume rule."""
+    import dataclasses
+
     from agents.run_dir import RunDir
 
+    stored = RunDir(args.resume).read_config()
+    changes: dict[str, Any] = {}
+    for flag, name in (("env", "env_id"), ("agent", "agent"), ("seed", "seed"), ("budget", "budget"),
+                       ("wall_time", "max_wall_time_s")):  # fmt: skip
+        if getattr(args, flag) is not None:
+            changes[name] = getattr(args, flag)
+    return dataclasses.replace(stored, **changes)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import torch
+
     if args.resume is not None:
-        run_dir, config = args.resume, RunDir(args.resume).read_config()
-        if args.budget is not None:  # an explicit --budget extends (or shortens) a resumed search
-            config.budget = args.budget
+        run_dir, config = args.resume, _resumed_config(args)
     else:
+        args.env = args.env or DEFAULT_ENV
+        args.agent = args.agent or DEFAULT_AGENT
+        args.seed = 0 if args.seed is None else args.seed
         config = _search_config(args)
         run_dir = args.run_dir or Path("runs") / f"{args.env}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"run directory: {run_dir}")
-    print(f"env {config.env_id} {json.dumps(config.env_kwargs, sort_keys=True)}")
-    print(f"agent {config.agent}, budget {config.budget} evaluations, executor {config.executor['executor']}"
-          f" with {config.executor['max_in_flight']} in flight")
     if config.executor["executor"] != "inline":
-        import torch
-
         # the driver only runs the controller (tiny tensors): one thread avoids stalls on a busy machine,
         # where two threads made each controller step an order of magnitude slower
         torch.set_num_threads(1)
-    if config.agent in SB3_AGENTS:
-        from agents.sb3 import run_sb3_search
+    from agents.search import open_search
 
-        summary = run_sb3_search(run_dir, config, progress=not args.no_progress)
-    else:
-        from agents.search import Search
-
-        search = Search(run_dir, config)
-        try:
-            summary = search.run(progress=not args.no_progress)
-        finally:
-            search.close()
+    search = open_search(run_dir, config, progress=not args.no_progress)  # every setup check, before any job
+    try:
+        _print_header(run_dir, search.config)
+        summary = search.run()
+    finally:
+        search.close()
+    config = search.config
     _print_summary(summary, config, args.top)
     return 0 if summary.finished else 3
 
 
-def _print_summary(summary: Any, config: Any, top: int) -> None:
-    from agents.search import make_env_parts
+def _print_header(run_dir: Path, config: Any) -> None:
+    print(f"run directory: {run_dir}")
+    print(f"env {config.env_id} {json.dumps(config.env_kwargs, sort_keys=True)}")
+    print(f"agent {config.agent}, budget {config.budget} evaluations, executor {config.executor['executor']}"
+          f" with {config.executor['max_in_flight']} in flight", flush=True)
 
-    space, _ = make_env_parts(config.env_id, config.env_kwargs)
+
+def _print_summary(summary: Any, config: Any, top: int) -> None:
+    from agents.core import make_env_parts
+
+    space, _, _ = make_env_parts(config.env_id, config.env_kwargs)
     state = "finished" if summary.finished else f"stopped ({summary.in_flight} still in flight; --resume to go on)"
     print(f"\n{summary.evaluations}/{summary.budget} evaluations, {state}, {summary.wall_time_s:.1f} s")
     perplexity = any(row.result.extra.get("metric_name") == "val_perplexity" for row in summary.best[:top])

@@ -12,7 +12,109 @@ from gymnasium import spaces
 from nas_env.evaluators import Evaluator, safe_evaluate
 from nas_env.results import EvalResult
 from nas_env.spaces.base import Architecture, InvalidTokenError, SearchSpace
-from nas_env.store import ResultStore
+
+INVALID_ACTIONS = ("wrap", "error")
+RENDER_MODES = ["ansi", "rgb_array"]
+
+
+def observation_space(space: SearchSpace) -> spaces.Dict:
+    """``Dict(tokens=MultiDiscrete([max_choices + 1] * T), step=Discrete(T + 1))`` of a search space."""
+    num_steps, max_choices = space.num_steps, space.max_choices
+    return spaces.Dict(
+        {
+            "tokens": spaces.MultiDiscrete(np.full(num_steps, max_choices + 1, dtype=np.int64)),
+            "step": spaces.Discrete(num_steps + 1),
+        }
+    )
+
+
+class TokenEpisode:
+    """The tokens chosen so far in one episode: checking an action, the observation, the mask, the info.
+
+    Shared by :class:`NASEnv` and :class:`~nas_env.vector_env.NASVectorEnv`, so one architecture is built
+    the same way whichever face chose its tokens.
+    """
+
+    def __init__(self, space: SearchSpace, invalid_action: str = "wrap") -> None:
+        if invalid_action not in INVALID_ACTIONS:
+            raise ValueError(f"invalid_action must be 'error' or 'wrap', got {invalid_action!r}")
+        self.space = space
+        self.invalid_action = invalid_action
+        self.tokens: list[int] = []
+
+    def reset(self) -> None:
+        self.tokens = []
+
+    @property
+    def complete(self) -> bool:
+        return len(self.tokens) == self.space.num_steps
+
+    def apply(self, action: Any, action_space: spaces.Discrete) -> bool:
+        """Check and record one action; True when the architecture is complete."""
+        step = len(self.tokens)
+        if not action_space.contains(action):
+            raise InvalidTokenError(
+                f"action {action!r} is not in the action space Discrete({self.space.max_choices}) "
+                f"(step {step}, {self.space.decisions[step].name})"
+            )
+        token = int(action)
+        num_choices = self.space.decisions[step].num_choices
+        if token >= num_choices:
+            if self.invalid_action == "wrap":
+                token %= num_choices
+            else:
+                self.space.check_token(step, token)  # raises with the step, decision and choices
+        self.tokens.append(token)
+        return self.complete
+
+    def architecture(self) -> Architecture:
+        """The architecture the chosen tokens describe (all tokens must be chosen)."""
+        return self.space.decode(self.tokens)
+
+    def observation(self) -> dict[str, Any]:
+        tokens = np.zeros(self.space.num_steps, dtype=np.int64)
+        tokens[: len(self.tokens)] = np.asarray(self.tokens, dtype=np.int64) + 1
+        return {"tokens": tokens, "step": len(self.tokens)}
+
+    def action_mask(self) -> np.ndarray:
+        """Valid actions at the current step (all True once the architecture is complete)."""
+        if self.complete:
+            return np.ones(self.space.max_choices, dtype=bool)
+        return self.space.action_mask(len(self.tokens))
+
+    def step_info(self) -> dict[str, Any]:
+        step = len(self.tokens)
+        decision = self.space.decisions[step].name if step < self.space.num_steps else None
+        return {"decision": decision, "action_mask": self.action_mask()}
+
+    def terminal_info(self, arch: Architecture, result: EvalResult, cached: bool) -> dict[str, Any]:
+        """The documented keys of the terminal step's info."""
+        return {
+            **self.step_info(),
+            "architecture": arch,
+            "arch_key": self.space.key(arch),
+            "result": result,
+            "cached": cached,
+        }
+
+    def lines(self, result: EvalResult | None = None) -> list[str]:
+        """The chosen decisions as ``name = value`` lines (and the result, once there is one)."""
+        names = [d.name for d in self.space.decisions]
+        lines = [f"{names[i]} = {self.space.decisions[i].choices[t]}" for i, t in enumerate(self.tokens)]
+        if result is not None:
+            lines.append(f"-> {result.status}: reward {result.reward:.4g}")
+        return lines
+
+
+def render_lines(lines: list[str], render_mode: str | None) -> Any:
+    """``ansi``: the lines as one string; ``rgb_array``: drawn as an image; otherwise None."""
+    if render_mode == "ansi":
+        return "\n".join(lines)
+    if render_mode == "rgb_array":
+        from nas_env.render import text_image
+
+        return text_image(lines)
+    return None
 
 
 class NASEnv(gym.Env):
@@ -61,14 +163,23 @@ class NASEnv(gym.Env):
     ## Info
     Every step: ``decision`` (name of the next decision) and ``action_mask``. The terminal step adds
     ``architecture`` (the decoded :class:`Architecture`), ``arch_key``, ``result`` (the
-    :class:`~nas_env.results.EvalResult`) and ``cached`` (True when the store already held it).
+    :class:`~nas_env.results.EvalResult`) and ``cached`` (always False here: the environment keeps no
+    results; the vector env sets it when a search core answered a repeat from its store).
+
+    A :class:`~nas_env.errors.SetupError` (missing or corrupt dataset, a device that is not there) raised by
+    the evaluator is raised by ``step``: it is not the architecture's fault and would fail every child alike.
+    Any other failure of the child (divergence, out of memory, an exception) is a result with that status and
+    the evaluator's ``failure_reward``.
 
     ## Arguments
     - ``space``: the :class:`~nas_env.spaces.SearchSpace`.
     - ``evaluator``: the :class:`~nas_env.evaluators.Evaluator` scoring a finished architecture.
-    - ``store``: optional :class:`~nas_env.store.ResultStore` or path; results are written the moment they
-      arrive and a repeated architecture is not evaluated again.
     - ``invalid_action``: ``"wrap"`` (default) or ``"error"`` (see Action Space).
+    - ``render_mode``: ``None``, ``"ansi"`` (the chosen decisions as text) or ``"rgb_array"`` (the same as an
+      ``(H, W, 3)`` uint8 image, for ``RecordVideo`` and SB3's ``make_vec_env``; needs matplotlib).
+
+    The environment holds a space and an evaluator and nothing else: it always pickles and deep-copies.
+    Caching results and writing them to a store belong to the search core (:mod:`agents.core`).
 
     ## Example
     >>> import gymnasium as gym, nas_env
@@ -81,141 +192,75 @@ class NASEnv(gym.Env):
     >>> info["architecture"]  # doctest: +SKIP
 
     ## Vectorized environment
-    :class:`agents.sb3.BatchedNASVecEnv` steps ``n`` copies and sends the terminal steps of all of them to
-    the dispatcher as one batch.
+    ``gym.make_vec(id, num_envs=n)`` gives :class:`~nas_env.vector_env.NASVectorEnv`, which steps ``n``
+    episodes in lock-step and hands the architectures completed on one step to its ``batch_evaluator`` as one
+    batch (by default evaluated here one after another; a search core sends them to the dispatcher as one job
+    array). ``vectorization_mode="sync"`` / ``"async"`` build ordinary Gymnasium vector envs of copies.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(
         self,
         space: SearchSpace,
         evaluator: Evaluator,
-        store: ResultStore | str | None = None,
         invalid_action: str = "wrap",
         render_mode: str | None = None,
     ) -> None:
-        if invalid_action not in ("error", "wrap"):
-            raise ValueError(f"invalid_action must be 'error' or 'wrap', got {invalid_action!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
         self.space = space
         self.evaluator = evaluator
-        self.store = ResultStore(store) if isinstance(store, (str, bytes)) or hasattr(store, "__fspath__") else store
-        self.invalid_action = invalid_action
         self.render_mode = render_mode
-        num_steps, max_choices = space.num_steps, space.max_choices
-        self.action_space = spaces.Discrete(max_choices)
-        self.observation_space = spaces.Dict(
-            {
-                "tokens": spaces.MultiDiscrete(np.full(num_steps, max_choices + 1, dtype=np.int64)),
-                "step": spaces.Discrete(num_steps + 1),
-            }
-        )
-        self._tokens: list[int] = []
+        self.action_space = spaces.Discrete(space.max_choices)
+        self.observation_space = observation_space(space)
+        self._episode = TokenEpisode(space, invalid_action)
         self._started = False
         self._done = False
         self._warned_after_done = False
         self.last_result: EvalResult | None = None
         self.last_architecture: Architecture | None = None
 
+    @property
+    def invalid_action(self) -> str:
+        return self._episode.invalid_action
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The tokens chosen so far in this episode."""
+        return tuple(self._episode.tokens)
+
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
-        self._tokens = []
+        self._episode.reset()
         self._started, self._done, self._warned_after_done = True, False, False
-        return self._obs(), self._step_info()
+        self.last_result = self.last_architecture = None
+        return self._episode.observation(), self._episode.step_info()
 
     def step(self, action: Any) -> tuple[dict, SupportsFloat, bool, bool, dict]:
+        if not self._started:
+            raise gym.error.ResetNeeded("Cannot call step() before reset()")
         if self._done:
             if not self._warned_after_done:
                 warnings.warn("step() called after the episode terminated; call reset(). Returning reward 0.")
                 self._warned_after_done = True
-            return self._obs(), 0.0, True, False, {}
-        if not self.apply_token(action):
-            return self._obs(), 0.0, False, False, self._step_info()
-        arch = self.pending_architecture()
-        result, cached = self.evaluate(arch)
-        return self.finish(arch, result, cached)
-
-    def action_masks(self) -> np.ndarray:
-        """Valid actions at the current step (all True once the episode is over)."""
-        if not self._started or len(self._tokens) >= self.space.num_steps:
-            return np.ones(self.space.max_choices, dtype=bool)
-        return self.space.action_mask(len(self._tokens))
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        names = [d.name for d in self.space.decisions]
-        lines = [f"{names[i]} = {self.space.decisions[i].choices[t]}" for i, t in enumerate(self._tokens)]
-        if self.last_result is not None and self._done:
-            lines.append(f"-> {self.last_result.status}: reward {self.last_result.reward:.4f}")
-        return "\n".join(lines)
-
-    # ------------------------------------------------------------------ pieces shared with the vector env
-    def apply_token(self, action: Any) -> bool:
-        """Check and record one action; True when the architecture is complete."""
-        if not self._started:
-            raise gym.error.ResetNeeded("Cannot call step() before reset()")
-        if self._done:
-            raise gym.error.ResetNeeded("the episode is over: call reset() before applying more tokens")
-        if not self.action_space.contains(action):
-            raise InvalidTokenError(
-                f"action {action!r} is not in the action space Discrete({self.space.max_choices}) "
-                f"(step {len(self._tokens)}, {self.space.decisions[len(self._tokens)].name})"
-            )
-        step = len(self._tokens)
-        token = int(action)
-        num_choices = self.space.decisions[step].num_choices
-        if token >= num_choices:
-            if self.invalid_action == "wrap":
-                token %= num_choices
-            else:
-                self.space.check_token(step, token)  # raises with the step, decision and choices
-        self._tokens.append(token)
-        return len(self._tokens) == self.space.num_steps
-
-    def pending_architecture(self) -> Architecture:
-        """The architecture the chosen tokens describe (all tokens must be chosen)."""
-        return self.space.decode(self._tokens)
-
-    def evaluate(self, arch: Architecture) -> tuple[EvalResult, bool]:
-        """Score ``arch`` (from the store when it already holds it); returns (result, cached)."""
-        key, fingerprint = self.space.key(arch), self.evaluator.fingerprint()
-        if self.store is not None:
-            cached = self.store.get_cached(key, fingerprint)
-            if cached is not None:
-                return cached, True
-        result = safe_evaluate(self.evaluator, arch)
-        if self.store is not None:
-            self.store.put(key, fingerprint, self.space.name, arch.to_json(), result)
-        return result, False
-
-    def finish(self, arch: Architecture, result: EvalResult, cached: bool) -> tuple[dict, float, bool, bool, dict]:
-        """Close the episode with ``result``: the terminal step's five values."""
+            return self._episode.observation(), 0.0, True, False, {}
+        if not self._episode.apply(action, self.action_space):
+            return self._episode.observation(), 0.0, False, False, self._episode.step_info()
+        arch = self._episode.architecture()
+        result = safe_evaluate(self.evaluator, arch)  # a SetupError raises; a failing child is a result
         self._done = True
         self.last_result, self.last_architecture = result, arch
-        info = {
-            **self._step_info(),
-            "architecture": arch,
-            "arch_key": self.space.key(arch),
-            "result": result,
-            "cached": cached,
-        }
-        return self._obs(), float(result.reward), True, False, info
+        info = self._episode.terminal_info(arch, result, cached=False)
+        return self._episode.observation(), float(result.reward), True, False, info
 
-    @property
-    def tokens(self) -> tuple[int, ...]:
-        return tuple(self._tokens)
+    def action_masks(self) -> np.ndarray:
+        """Valid actions at the current step (all True before reset and once the episode is over)."""
+        if not self._started:
+            return np.ones(self.space.max_choices, dtype=bool)
+        return self._episode.action_mask()
 
-    # ------------------------------------------------------------------ helpers
-    def _obs(self) -> dict[str, Any]:
-        tokens = np.zeros(self.space.num_steps, dtype=np.int64)
-        tokens[: len(self._tokens)] = np.asarray(self._tokens, dtype=np.int64) + 1
-        return {"tokens": tokens, "step": len(self._tokens)}
-
-    def _step_info(self) -> dict[str, Any]:
-        step = len(self._tokens)
-        decision = self.space.decisions[step].name if step < self.space.num_steps else None
-        return {"decision": decision, "action_mask": self.action_masks()}
+    def render(self) -> Any:
+        """``ansi``: the decisions chosen so far (and the result once terminated); ``rgb_array``: as an image."""
+        return render_lines(self._episode.lines(self.last_result if self._done else None), self.render_mode)

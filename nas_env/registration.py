@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 
+from nas_env.config_dicts import check_kwargs
 from nas_env.env import NASEnv
 from nas_env.evaluators import Evaluator
 from nas_env.spaces.cnn import CNNSpace
-from nas_env.store import ResultStore
+from nas_env.vector_env import BatchEvaluator, NASVectorEnv
 
 CIFAR10_ID = "NAS-CIFAR10-v0"
 NB201_ID = "NAS-Bench-201-v0"
@@ -34,7 +36,6 @@ def make_cifar10_env(
     data_dir: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
-    store: ResultStore | str | Path | None = None,
     reward_shaping: str = "cube",
     num_layers: int = 6,
     predict_strides: bool = False,
@@ -64,14 +65,13 @@ def make_cifar10_env(
             compile=compile,
             failure_reward=failure_reward,
         )
-    return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(cnn_space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
 
 
 def make_nb201_env(
     dataset: str = "cifar10-valid",
     fidelity: int = 200,
     reward_shaping: str = "identity",
-    store: ResultStore | str | Path | None = None,
     invalid_action: str = "wrap",
     render_mode: str | None = None,
 ) -> NASEnv:
@@ -80,7 +80,7 @@ def make_nb201_env(
     from nas_env.tabular import TabularEvaluator
 
     evaluator = TabularEvaluator(dataset=dataset, fidelity=fidelity, reward_shaping=reward_shaping)
-    return NASEnv(NB201Space(), evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(NB201Space(), evaluator, invalid_action=invalid_action, render_mode=render_mode)
 
 
 def make_synthetic_env(
@@ -91,7 +91,6 @@ def make_synthetic_env(
     epochs: int = 1,
     seconds_per_epoch: float = 0.0,
     log_path: str | None = None,
-    store: ResultStore | str | Path | None = None,
     invalid_action: str = "wrap",
     render_mode: str | None = None,
 ) -> NASEnv:
@@ -104,7 +103,7 @@ def make_synthetic_env(
     evaluator = SyntheticEvaluator(
         cnn_space, target_seed=target_seed, epochs=epochs, seconds_per_epoch=seconds_per_epoch, log_path=log_path
     )
-    return NASEnv(cnn_space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(cnn_space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
 
 
 def make_ptb_env(
@@ -113,7 +112,6 @@ def make_ptb_env(
     data_dir: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
-    store: ResultStore | str | Path | None = None,
     reward_c: float = 80.0,
     failure_reward: float = 0.0,
     invalid_action: str = "wrap",
@@ -136,16 +134,41 @@ def make_ptb_env(
         evaluator = PTBEvaluator(budget=budget, data_dir=data_dir, device=device, seed=seed, reward_c=reward_c,
                                  failure_reward=failure_reward)  # fmt: skip
     space = RNNCellSpace(num_leaves=num_leaves)
-    return NASEnv(space, evaluator, store=store, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
+
+
+#: id -> factory of one NASEnv; ``gym.make(id, **kwargs)`` calls it after checking the kwargs
+FACTORIES: dict[str, Callable[..., NASEnv]] = {
+    CIFAR10_ID: make_cifar10_env,
+    NB201_ID: make_nb201_env,
+    SYNTHETIC_ID: make_synthetic_env,
+    PTB_ID: make_ptb_env,
+}
+
+
+def make_env(env_id: str, **kwargs: Any) -> NASEnv:
+    """The ``NASEnv`` of ``env_id``; an unknown or ill-typed keyword is one error line naming it."""
+    factory = FACTORIES[env_id]
+    check_kwargs(factory, kwargs, env_id)
+    return factory(**kwargs)
+
+
+def make_vector_env(
+    env_id: str, num_envs: int = 1, batch_evaluator: BatchEvaluator | None = None, **kwargs: Any
+) -> NASVectorEnv:
+    """``gym.make_vec(env_id, num_envs=n, **kwargs)``: one space and evaluator for ``n`` lock-step episodes."""
+    env = make_env(env_id, **kwargs)
+    return NASVectorEnv(env.space, env.evaluator, num_envs=num_envs, invalid_action=env.invalid_action,
+                        render_mode=env.render_mode, batch_evaluator=batch_evaluator)  # fmt: skip
 
 
 def register_envs() -> None:
-    """Register the ids (idempotent: a second import does not re-register)."""
-    for env_id, factory in (
-        (CIFAR10_ID, "make_cifar10_env"),
-        (NB201_ID, "make_nb201_env"),
-        (SYNTHETIC_ID, "make_synthetic_env"),
-        (PTB_ID, "make_ptb_env"),
-    ):
+    """Register the ids with their single and vector entry points (idempotent)."""
+    for env_id in FACTORIES:
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=f"nas_env.registration:{factory}", disable_env_checker=False)
+            gym.register(
+                id=env_id,
+                entry_point=functools.partial(make_env, env_id),
+                vector_entry_point=functools.partial(make_vector_env, env_id),
+                disable_env_checker=False,
+            )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from nas_env.crash_points import crash_point
 from nas_env.results import EvalResult, Status
 
 #: statuses that say something about the architecture itself, so a repeat would end the same way;
@@ -89,8 +90,16 @@ class ProposalRecord:
     told_at: float | None = None
 
 
+class StoreError(ValueError):
+    """The store file cannot be used (not a sqlite database, damaged, unreadable); the message names it."""
+
+
 class ResultStore:
-    """A small sqlite wrapper; every write is committed at once (WAL mode, safe against ``kill -9``)."""
+    """A small sqlite wrapper; every write is committed at once (WAL mode, safe against ``kill -9``).
+
+    Opening checks the file (``PRAGMA quick_check``): a damaged store is a :class:`StoreError` naming the
+    file before anything is read from or written to it.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -99,9 +108,15 @@ class ResultStore:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise sqlite3.DatabaseError(f"result store {self.path} is not a usable sqlite database: {exc}") from exc
+            raise StoreError(
+                f"result store {self.path} is damaged or not a sqlite database ({exc}); "
+                "move it aside and start a new run, or restore it from a copy"
+            ) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -167,14 +182,30 @@ class ResultStore:
     # ------------------------------------------------------------------ search bookkeeping
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes so that they land together or not at all (e.g. a result and the agent state)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """Group writes so that they land together or not at all (e.g. a result and the agent state).
+
+        Whatever interrupts it (an exception, KeyboardInterrupt, even one raised between ``BEGIN`` and the
+        body), the transaction is either committed whole or rolled back: it never stays open.
+        """
         try:
+            crash_point("store.begin")
+            self._db.execute("BEGIN IMMEDIATE")
+            crash_point("store.inside")
             yield
+            crash_point("store.commit")
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        crash_point("store.committed")
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems found."""
+        return [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+
+    def num_in_flight(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM proposals WHERE told_seq IS NULL").fetchone()[0])
 
     def add_proposal(self, record: ProposalRecord) -> None:
         """Register an architecture that a search asked for (in flight until :meth:`mark_told`)."""

@@ -1,7 +1,9 @@
-"""NASEnv through the Gymnasium API: checkers, episode shape, masks, errors, terminal info, store."""
+"""NASEnv through the Gymnasium API: checkers, episode shape, masks, errors, terminal info, pickling, rendering."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import gymnasium as gym
@@ -12,7 +14,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_env
 from nas_env import InvalidTokenError, Status
-from nas_env.store import ResultStore
+from nas_env.config_dicts import ArgumentError
+from nas_env.render import FRAME_SHAPE
 
 ENV_IDS = ["NAS-Synthetic-v0", "NAS-Bench-201-v0"]
 
@@ -28,17 +31,33 @@ def _play(env: gym.Env, tokens: list[int]) -> tuple[float, dict, list[float]]:
     return rewards[-1], info, rewards[:-1]
 
 
+def _check_strictly(env: gym.Env) -> None:
+    """Both checkers with every warning an error: a checker's complaint must fail the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_both_env_checkers_pass(env_id: str) -> None:
-    env = gym.make(env_id)
-    gym_check_env(env.unwrapped, skip_render_check=True)
-    sb3_check_env(env.unwrapped, warn=True)
+    _check_strictly(gym.make(env_id, render_mode="rgb_array"))
 
 
 def test_env_checkers_pass_on_cifar10(data_root) -> None:
-    env = gym.make("NAS-CIFAR10-v0", budget="tiny", device="cpu", data_dir=data_root / "cifar10-subset")
-    gym_check_env(env.unwrapped, skip_render_check=True)
-    sb3_check_env(env.unwrapped, warn=True)
+    _check_strictly(gym.make("NAS-CIFAR10-v0", budget="tiny", device="cpu", data_dir=data_root / "cifar10-subset"))
+
+
+@pytest.mark.parametrize("env_id", ["NAS-Synthetic-v0", "NAS-Bench-201-v0", "NAS-CIFAR10-v0", "NAS-PTB-v0"])
+def test_every_env_pickles_and_deep_copies_mid_episode(env_id: str) -> None:
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    env.step(1)
+    for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
+        assert clone.tokens == env.tokens == (1,)
+        assert clone.evaluator.fingerprint() == env.evaluator.fingerprint()
+        obs, *_ = clone.step(0)
+        assert obs["step"] == 2 and env.tokens == (1,)  # the copy is independent
 
 
 def test_episode_is_one_architecture_with_a_terminal_reward() -> None:
@@ -111,16 +130,39 @@ def test_step_before_reset_and_after_termination() -> None:
         env.step(0)  # warns only once
 
 
-def test_store_answers_repeats_without_evaluating(tmp_path) -> None:
-    store_path = tmp_path / "store.sqlite"
-    env = gym.make("NAS-Bench-201-v0", store=str(store_path))
-    tokens = [3, 3, 3, 1, 3, 2]
+def test_the_env_keeps_no_results_and_evaluates_every_episode(tmp_path) -> None:
+    log = tmp_path / "trainings.jsonl"
+    env = gym.make("NAS-Synthetic-v0", num_layers=2, log_path=str(log))
+    tokens = [0] * env.unwrapped.space.num_steps
     r1, info1, _ = _play(env, tokens)
     r2, info2, _ = _play(env, tokens)
-    assert not info1["cached"] and info2["cached"]
-    assert r1 == r2 == pytest.approx(info1["result"].metric)
-    with ResultStore(store_path) as store:
-        assert store.count() == 1
+    assert not info1["cached"] and not info2["cached"]
+    assert r1 == r2
+    assert len(log.read_text().splitlines()) == 2  # caching belongs to the search core, not to the env
+    with pytest.raises(ArgumentError, match="unknown keyword 'store'"):
+        gym.make("NAS-Bench-201-v0", store=str(tmp_path / "store.sqlite"))
+
+
+def test_misspelt_or_ill_typed_kwargs_name_the_key() -> None:
+    with pytest.raises(ArgumentError, match=r"unknown keyword 'fidelty' \(did you mean 'fidelity'\?\)"):
+        gym.make("NAS-Bench-201-v0", fidelty=12)
+    with pytest.raises(ArgumentError, match="keyword 'fidelity' expects int, got str '12'"):
+        gym.make("NAS-Bench-201-v0", fidelity="12")
+    with pytest.raises(ArgumentError, match="keyword 'num_layers' expects int"):
+        gym.make("NAS-Synthetic-v0", num_layers=2.5)
+
+
+def test_render_rgb_array_frames_have_the_documented_shape() -> None:
+    env = gym.make("NAS-Bench-201-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    blank = env.render()
+    frames = [blank]
+    for _ in range(env.unwrapped.space.num_steps):
+        env.step(3)
+        frames.append(env.render())
+    for frame in frames:
+        assert frame.shape == FRAME_SHAPE and frame.dtype == np.uint8
+    assert not np.array_equal(frames[0], frames[-1])  # the drawing shows the chosen tokens
 
 
 def test_render_ansi() -> None:

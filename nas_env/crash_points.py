@@ -1,0 +1,44 @@
+"""Named boundaries where a crash test may stop this process, to prove that no instant loses or repeats work.
+
+Production code marks its boundaries with :func:`crash_point` (``store.begin``, ``store.commit``,
+``dispatch.submitted``, ``agent.told``, ...). Nothing happens unless the environment variable
+``NAS_CRASH_AT`` (driver boundaries) or ``NAS_WORKER_CRASH_AT`` (boundaries named ``worker.*``) holds
+``NAME:K:SIGNAL``: the K-th time this process reaches a boundary called NAME (``*`` counts every boundary)
+it sends itself SIGNAL (``KILL``, ``INT`` or ``TERM``). The check costs one dictionary look-up when unset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+DRIVER_VARIABLE = "NAS_CRASH_AT"
+WORKER_VARIABLE = "NAS_WORKER_CRASH_AT"
+
+_counts: dict[str, int] = {}
+
+
+def _parse(spec: str) -> tuple[str, int, signal.Signals]:
+    try:
+        name, k, sig = spec.rsplit(":", 2)
+        return name, int(k), signal.Signals["SIG" + sig.upper().removeprefix("SIG")]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"crash point spec {spec!r}: expected NAME:K:SIGNAL, e.g. store.commit:3:KILL") from exc
+
+
+def crash_point(name: str) -> None:
+    """Mark a boundary; stop this process here if a crash test asked for it (see the module doc)."""
+    spec = os.environ.get(WORKER_VARIABLE if name.startswith("worker.") else DRIVER_VARIABLE)
+    if not spec:
+        return
+    target, k, sig = _parse(spec)
+    if target not in ("*", name):
+        return
+    _counts[target] = _counts.get(target, 0) + 1
+    if _counts[target] == k:
+        os.kill(os.getpid(), sig)
+
+
+def boundaries_reached(name: str = "*") -> int:
+    """How many counted boundaries this process has reached (for the harness's own checks)."""
+    return _counts.get(name, 0)
