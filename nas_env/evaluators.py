@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas_env.data.paths import DatasetError
+from nas_env.errors import SetupError
+from nas_env.failures import classify
 from nas_env.results import EvalResult, Status, failure
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -140,29 +141,21 @@ class SyntheticEvaluator(Evaluator):
         )
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for host or device out-of-memory errors (torch raises several kinds)."""
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
 def safe_evaluate(evaluator: Evaluator, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
-    """Run ``evaluator`` and turn an exception into a result (OOM or FAILED, traceback kept).
+    """Run ``evaluator`` and turn an exception into a result (status from :func:`nas_env.failures.classify`:
+    OOM or FAILED, traceback kept).
 
-    Configuration problems (a missing or corrupt dataset) still raise: they are not the child's fault
-    and would fail every other child the same way.
+    Setup errors (:class:`~nas_env.errors.SetupError`: a missing or corrupt dataset, an absent device) still
+    raise: they are not the child's fault and would fail every other child the same way.
     """
     start = time.perf_counter()
     try:
         return evaluator.evaluate(arch, checkpoint_path=checkpoint_path)
-    except DatasetError:
+    except SetupError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing child is a result, never a crashed search
-        status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
         return failure(
-            status,
+            classify(exc),
             error=traceback.format_exc(),
             reward=evaluator.failure_reward,
             wall_time_s=time.perf_counter() - start,
