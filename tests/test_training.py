@@ -1,4 +1,4 @@
-"""The fast child trainer on real CIFAR-10 images with tiny budgets: it learns, stops on divergence,
+"""The fast child trainer on real CIFAR-10 images with tiny recipes: it learns, stops on divergence,
 resumes from its checkpoint, and is reproducible on CPU."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from nas_env.spaces import CNNArchitecture, ConvLayer
 from nas_env.training import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    TrainingBudget,
+    TrainingRecipe,
     TrainingOutcome,
     crop_padding,
     learning_rate,
@@ -38,7 +38,7 @@ SMALL_NET = CNNArchitecture(
     )
 )
 TINY_NET = CNNArchitecture((ConvLayer(3, 3, 24), ConvLayer(3, 3, 24, 2, 2, inputs=(0,))))
-TINY = TrainingBudget(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
+TINY = TrainingRecipe(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,16 +52,16 @@ def cifar(cifar_dir: Path) -> tuple[np.ndarray, ...]:
     return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
 
 
-def run(arch: CNNArchitecture, cifar, budget: TrainingBudget, seed: int = 0, **kwargs) -> TrainingOutcome:
-    data = prepare_data(*cifar, budget, seed=0)
+def run(arch: CNNArchitecture, cifar, recipe: TrainingRecipe, seed: int = 0, **kwargs) -> TrainingOutcome:
+    data = prepare_data(*cifar, recipe, seed=0)
     torch.manual_seed(seed)
-    return train_child(build_cnn(arch), data, budget, seed=seed, **kwargs)
+    return train_child(build_cnn(arch), data, recipe, seed=seed, **kwargs)
 
 
 # -------------------------------------------------------------------------------------- real training
 def test_small_net_learns_cifar10(cifar) -> None:
-    budget = TrainingBudget(epochs=3, train_images=4000, resolution=16, batch_size=64, lr=0.05)
-    out = run(SMALL_NET, cifar, budget)
+    recipe = TrainingRecipe(epochs=3, train_images=4000, resolution=16, batch_size=64, lr=0.05)
+    out = run(SMALL_NET, cifar, recipe)
     print(f"val curve {out.val_curve}, {out.train_images_per_s:.0f} img/s, {out.wall_time_s:.1f} s")
     assert out.status is Status.OK and out.error is None
     assert out.epochs_done == 3 and len(out.val_curve) == 3
@@ -72,11 +72,11 @@ def test_small_net_learns_cifar10(cifar) -> None:
 
 
 def test_divergence_stops_at_once(cifar) -> None:
-    budget = TrainingBudget(epochs=5, train_images=512, val_images=100, resolution=8, batch_size=32, lr=1e6)
-    out = run(TINY_NET, cifar, budget)
+    recipe = TrainingRecipe(epochs=5, train_images=512, val_images=100, resolution=8, batch_size=32, lr=1e6)
+    out = run(TINY_NET, cifar, recipe)
     assert out.status is Status.DIVERGED
     assert "non-finite" in out.error
-    assert out.epochs_done < budget.epochs and len(out.val_curve) == out.epochs_done
+    assert out.epochs_done < recipe.epochs and len(out.val_curve) == out.epochs_done
 
 
 # -------------------------------------------------------------------------------------- checkpointing
@@ -86,14 +86,14 @@ def test_checkpoint_then_resume_with_more_epochs(cifar, tmp_path: Path) -> None:
     assert first.status is Status.OK and first.resumed_from_epoch == 0 and path.exists()
     assert [p.name for p in path.parent.iterdir()] == ["child.pt"]  # no temp file left behind
 
-    longer = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
+    longer = TrainingRecipe.from_dict({**TINY.to_dict(), "epochs": 3})
     second = run(TINY_NET, cifar, longer, checkpoint_path=path)
     assert second.status is Status.OK
     assert second.resumed_from_epoch == 2
     assert second.epochs_done == 3 and len(second.val_curve) == 3
     assert second.val_curve[:2] == first.val_curve
 
-    other = TrainingBudget.from_dict({**TINY.to_dict(), "lr": 0.01})
+    other = TrainingRecipe.from_dict({**TINY.to_dict(), "lr": 0.01})
     with pytest.raises(ValueError, match="lr"):
         run(TINY_NET, cifar, other, checkpoint_path=path)
 
@@ -104,12 +104,12 @@ class Preempted(Exception):
 
 def test_resume_after_preemption_is_exact(cifar, tmp_path: Path) -> None:
     """A job killed after epoch 1 and restarted ends with the same curve and weights as an uninterrupted one."""
-    budget = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
-    data = prepare_data(*cifar, budget, seed=0)
+    recipe = TrainingRecipe.from_dict({**TINY.to_dict(), "epochs": 3})
+    data = prepare_data(*cifar, recipe, seed=0)
 
     torch.manual_seed(0)
     straight_model = build_cnn(TINY_NET)
-    straight = train_child(straight_model, data, budget, seed=3)
+    straight = train_child(straight_model, data, recipe, seed=3)
 
     def kill_after_first_epoch(record: dict) -> None:
         if record["epoch"] == 1:
@@ -118,10 +118,10 @@ def test_resume_after_preemption_is_exact(cifar, tmp_path: Path) -> None:
     path = tmp_path / "child.pt"
     torch.manual_seed(0)
     with pytest.raises(Preempted):
-        train_child(build_cnn(TINY_NET), data, budget, seed=3, checkpoint_path=path, log=kill_after_first_epoch)
+        train_child(build_cnn(TINY_NET), data, recipe, seed=3, checkpoint_path=path, log=kill_after_first_epoch)
     torch.manual_seed(0)
     resumed_model = build_cnn(TINY_NET)
-    resumed = train_child(resumed_model, data, budget, seed=3, checkpoint_path=path)
+    resumed = train_child(resumed_model, data, recipe, seed=3, checkpoint_path=path)
 
     assert resumed.resumed_from_epoch == 1
     assert resumed.val_curve == straight.val_curve
@@ -174,25 +174,25 @@ def test_normalize_uses_cifar_statistics() -> None:
 
 
 def test_prepare_data_subsets_and_downsamples(cifar) -> None:
-    budget = TrainingBudget(train_images=300, val_images=50, resolution=16)
-    data = prepare_data(*cifar, budget, seed=1)
+    recipe = TrainingRecipe(train_images=300, val_images=50, resolution=16)
+    data = prepare_data(*cifar, recipe, seed=1)
     assert data.train_images.shape == (300, 3, 16, 16) and data.val_images.shape == (50, 3, 16, 16)
     assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
     assert data.train_images.is_contiguous(memory_format=torch.channels_last)
     assert data.resolution == 16 and data.num_train == 300 and data.num_val == 50
-    again = prepare_data(*cifar, budget, seed=1)
+    again = prepare_data(*cifar, recipe, seed=1)
     assert torch.equal(data.train_images, again.train_images)
     # the antialiased downsample keeps each image's mean colour
-    full = prepare_data(*cifar, TrainingBudget(train_images=300, val_images=50), seed=1)
+    full = prepare_data(*cifar, TrainingRecipe(train_images=300, val_images=50), seed=1)
     diff = (full.train_images.float().mean((2, 3)) - data.train_images.float().mean((2, 3))).abs()
     assert diff.max() < 2.0
     with pytest.raises(ValueError, match="resolution"):
-        prepare_data(*cifar, TrainingBudget(resolution=64), seed=1)
+        prepare_data(*cifar, TrainingRecipe(resolution=64), seed=1)
     with pytest.raises(ValueError, match="train_images"):
-        prepare_data(*cifar, TrainingBudget(train_images=10**6), seed=1)
+        prepare_data(*cifar, TrainingRecipe(train_images=10**6), seed=1)
 
 
-def test_budget_validation_names_the_field() -> None:
+def test_recipe_validation_names_the_field() -> None:
     for field, value in [
         ("epochs", 0),
         ("epochs", 2.5),
@@ -208,23 +208,23 @@ def test_budget_validation_names_the_field() -> None:
         ("nesterov", 1),
     ]:
         with pytest.raises(ValueError, match=field):
-            TrainingBudget(**{field: value})
+            TrainingRecipe(**{field: value})
     with pytest.raises(ValueError, match="nesterov"):
-        TrainingBudget(momentum=0.0)
+        TrainingRecipe(momentum=0.0)
     with pytest.raises(ValueError, match="unknown"):
-        TrainingBudget.from_dict({"epochs": 3, "learning_rate": 0.1})
-    budget = TrainingBudget(epochs=3, train_images=100, resolution=16)
-    assert TrainingBudget.from_dict(budget.to_dict()) == budget
-    paper = TrainingBudget()
+        TrainingRecipe.from_dict({"epochs": 3, "learning_rate": 0.1})
+    recipe = TrainingRecipe(epochs=3, train_images=100, resolution=16)
+    assert TrainingRecipe.from_dict(recipe.to_dict()) == recipe
+    paper = TrainingRecipe()
     assert (paper.epochs, paper.lr, paper.momentum, paper.weight_decay, paper.nesterov) == (50, 0.1, 0.9, 1e-4, True)
 
 
 def test_learning_rate_schedule_and_crop_padding() -> None:
-    budget = TrainingBudget(lr=0.1)
-    assert learning_rate(budget, 0, 100) == pytest.approx(0.1)
-    assert learning_rate(budget, 50, 100) == pytest.approx(0.05)
-    assert learning_rate(budget, 100, 100) == pytest.approx(0.0)
-    assert learning_rate(TrainingBudget(lr_schedule="constant"), 70, 100) == 0.1
+    recipe = TrainingRecipe(lr=0.1)
+    assert learning_rate(recipe, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(recipe, 50, 100) == pytest.approx(0.05)
+    assert learning_rate(recipe, 100, 100) == pytest.approx(0.0)
+    assert learning_rate(TrainingRecipe(lr_schedule="constant"), 70, 100) == 0.1
     assert (crop_padding(32), crop_padding(16), crop_padding(8)) == (4, 2, 1)
 
 
