@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas_env.errors import SetupError
+from nas_env.errors import DeviceError, SetupError
 from nas_env.failures import classify
 from nas_env.results import EvalResult, Status, failure
 from nas_env.spaces.base import Architecture, SearchSpace
@@ -54,6 +54,14 @@ class Evaluator(abc.ABC):
         """Short stable hash of :meth:`config`: part of the store key."""
         blob = json.dumps({"class": type(self).__name__, **self.config()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def prepare(self) -> None:
+        """Check the machine, data and settings, once, in the driver before any child is submitted.
+
+        Raises a :class:`~nas_env.errors.SetupError` naming the problem (an absent device, a missing or
+        corrupt dataset, a recipe the data cannot satisfy), so a search stops before it trains anything
+        instead of recording every child as failed. The default checks nothing.
+        """
 
     def __call__(self, arch: Architecture) -> EvalResult:
         return self.evaluate(arch)
@@ -179,11 +187,27 @@ def resolve_recipe(recipe: Any) -> Any:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    if device == "auto":
-        import torch
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; any other name is checked.
 
+    A :class:`~nas_env.errors.DeviceError` for a name torch does not know, for ``cuda`` (or ``cuda:N``)
+    where torch sees no CUDA device, and for an index beyond the devices torch sees.
+    """
+    import torch
+
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r} ({exc}); use cpu, cuda, cuda:N or auto") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} requested but torch sees no CUDA device on this machine;"
+                              " use --device cpu or auto")  # fmt: skip
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise DeviceError(f"device {device!r} requested but torch sees {count} CUDA device(s)"
+                              f" (cuda:0..cuda:{count - 1}); pick one of those, or use --device auto")  # fmt: skip
     return device
 
 
@@ -235,6 +259,20 @@ class TrainingEvaluator(Evaluator):
             "split_seed": self.split_seed,
             "num_val": self.num_val,
         }
+
+    def prepare(self) -> None:
+        """Check the device, find CIFAR-10 (downloading it once if allowed), read and verify every
+        training batch file, and check the recipe's image counts fit the split; SetupError otherwise."""
+        from nas_env.data.cifar10 import load_cifar10_splits
+
+        resolve_device(self.device)
+        splits = load_cifar10_splits(self.data_dir, num_val=self.num_val, seed=self.split_seed, download=self.download)
+        r = self.recipe
+        for field, wanted, have in (("train_images", r.train_images, len(splits.train_labels)),
+                                    ("val_images", r.val_images, len(splits.val_labels))):  # fmt: skip
+            if wanted is not None and wanted > have:
+                raise SetupError(f"the recipe asks for {field}={wanted} but the CIFAR-10 split has {have};"
+                                 f" lower {field} or point NAS_DATA_DIR at a larger copy of CIFAR-10")  # fmt: skip
 
     def data(self, device: str) -> Any:
         """The recipe's training/validation tensors on ``device``, loaded once per process."""

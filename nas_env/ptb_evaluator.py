@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_env.evaluators import Evaluator, resolve_device
+from nas_env.errors import SetupError
 from nas_env.lm_training import LMRecipe
 from nas_env.recipe import recipe_from
 from nas_env.results import EvalResult, Status
@@ -68,6 +69,20 @@ class PTBEvaluator(Evaluator):
             "reward_c": self.reward_c,
             "reward_last_epochs": self.reward_last_epochs,
         }
+
+    def prepare(self) -> None:
+        """Check the device, find PTB (downloading it once if allowed), read and verify its files, and
+        check the recipe's token counts make batches; SetupError otherwise."""
+        from nas_env.data.ptb import load_ptb_corpus
+        from nas_env.lm_training import prepare_lm_data
+
+        resolve_device(self.device)
+        corpus = load_ptb_corpus(self.data_dir, download=self.download)
+        try:
+            prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, self.recipe, device="cpu")
+        except ValueError as exc:
+            raise SetupError(f"the recipe does not fit Penn Treebank: {exc}; raise train_tokens/val_tokens"
+                             " or lower batch_size/eval_batch_size") from None  # fmt: skip
 
     def data(self, device: str) -> Any:
         """The recipe's token tensors on ``device``, read once per process."""

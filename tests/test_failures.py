@@ -17,7 +17,7 @@ from nas_env.failures import classify, classify_traceback
 from nas_env.results import Status
 from nas_env.spaces import CNNSpace
 from nas_env.store import CACHEABLE
-from nas_env.tabular import TableError
+from nas_env.tabular import TableError, TabularEvaluator
 from slurm import faults
 
 
@@ -116,3 +116,14 @@ def test_setup_results_are_not_cached_and_safe_evaluate_raises_them(tmp_path: Pa
     assert oom.status is Status.OOM and "OutOfMemoryError" in oom.error
     failed = safe_evaluate(Broken(ValueError("bad")), arch)
     assert failed.status is Status.FAILED and "ValueError: bad" in failed.error
+
+
+def test_tabular_prepare_reads_the_table(tmp_path: Path) -> None:
+    evaluator = TabularEvaluator()
+    evaluator.prepare()
+    broken = tmp_path / "nb201.npz"
+    broken.write_bytes(b"not a zip archive")
+    evaluator.table_path = str(broken)
+    with pytest.raises(TableError, match=f"corrupt NB201 table {broken}"):
+        evaluator.prepare()
+    SyntheticEvaluator(CNNSpace(num_layers=2)).prepare()  # nothing to check

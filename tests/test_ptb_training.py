@@ -4,6 +4,7 @@ resume, the paper's reward, and NAS-PTB-v0 end to end (tiny recipes, CPU, second
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ import torch
 
 import nas_env  # noqa: F401 - registers the ids
 from nas_env.children.rnn_cell import RNNLanguageModel
+from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError
 from nas_env.data.ptb import PTBCorpus, load_ptb_corpus
+from nas_env.errors import DeviceError, SetupError
 from nas_env.lm_training import LMRecipe, prepare_lm_data, train_language_model
 from nas_env.ptb_evaluator import PTBEvaluator, reward_from_perplexity, resolve_lm_recipe
 from nas_env.results import Status
@@ -122,3 +125,20 @@ def test_nas_search_on_ptb_from_the_command_line(data_root: Path, tmp_path: Path
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "3/3 evaluations, finished" in done.stdout and "val ppl" in done.stdout
+
+
+def test_prepare_checks_device_data_and_recipe_without_training(data_root: Path, tmp_path: Path) -> None:
+    PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cpu").prepare()
+    with pytest.raises(DatasetNotFoundError, match=f"Searched: {tmp_path}") as info:
+        PTBEvaluator(recipe="tiny", data_dir=tmp_path, device="cpu", download=False).prepare()
+    assert "\n" not in str(info.value)
+    bad = tmp_path / "ptb"
+    shutil.copytree(data_root / "ptb", bad)
+    (bad / "ptb.valid.txt").write_bytes((data_root / "ptb" / "ptb.valid.txt").read_bytes()[:1000])
+    with pytest.raises(CorruptDatasetError, match=r"ptb\.valid\.txt: SHA256 checksum differs"):
+        PTBEvaluator(recipe="tiny", data_dir=bad, device="cpu").prepare()
+    with pytest.raises(SetupError, match="recipe does not fit Penn Treebank: too few tokens"):
+        PTBEvaluator(recipe={"train_tokens": 2, "batch_size": 20}, data_dir=data_root / "ptb", device="cpu").prepare()
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="device 'cuda' requested but torch sees no CUDA device"):
+            PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cuda").prepare()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ import torch
 
 from nas_env.children import build_cnn
 from nas_env.data import load_cifar10, train_val_split
+from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError
+from nas_env.errors import DeviceError, SetupError
+from nas_env.evaluators import TrainingEvaluator
 from nas_env.results import Status
 from nas_env.spaces import CNNArchitecture, ConvLayer
 from nas_env.training import (
@@ -237,3 +242,46 @@ def test_data_on_another_device_is_refused(cifar) -> None:
 def test_bf16_autocast_runs_on_cpu(cifar) -> None:
     out = run(TINY_NET, cifar, TINY, amp=True)
     assert out.status is Status.OK and len(out.val_curve) == 2
+
+
+# -------------------------------------------------------------------------------------- preflight
+def test_prepare_refuses_an_empty_data_dir_without_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match=f"CIFAR-10 not found. Searched: {empty}") as info:
+        TrainingEvaluator(recipe="tiny", data_dir=empty, device="cpu", download=False).prepare()
+    assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
+    # the same through NAS_DATA_DIR, with an empty cache and downloads off
+    monkeypatch.setenv("NAS_DATA_DIR", str(empty))
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DatasetNotFoundError, match="allow download"):
+        TrainingEvaluator(recipe="tiny", device="cpu", download=False).prepare()
+
+
+def test_prepare_names_a_truncated_batch_file(cifar_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "cifar10-subset"
+    shutil.copytree(cifar_dir, copy)
+    batch = copy / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
+    start = time.perf_counter()
+    with pytest.raises(CorruptDatasetError, match="data_batch_3: not a readable pickle, maybe truncated") as info:
+        TrainingEvaluator(recipe="tiny", data_dir=copy, device="cpu", download=False).prepare()
+    assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
+    assert time.perf_counter() - start < 10
+
+
+def test_prepare_refuses_cuda_on_a_machine_without_it(cifar_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(DeviceError, match=f"device '{device}' requested but torch sees no CUDA device") as info:
+            TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device=device).prepare()
+        assert "\n" not in str(info.value)
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device="gpu").prepare()
+
+
+def test_prepare_accepts_real_data_and_refuses_a_recipe_it_cannot_fill(cifar_dir: Path) -> None:
+    TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device="cpu").prepare()
+    with pytest.raises(SetupError, match="train_images=1000000 but the CIFAR-10 split has 4996"):
+        TrainingEvaluator(recipe={"train_images": 10**6}, data_dir=cifar_dir, device="cpu").prepare()
