@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from nas_env.children import build_cnn, count_flops, count_params
 from nas_env.data import load_cifar10
 from nas_env.spaces import CNNArchitecture, ConvLayer
-from nas_env.training import CIFAR10_MEAN, CIFAR10_STD, TrainingBudget, crop_padding, prepare_data, train_child
+from nas_env.training import CIFAR10_MEAN, CIFAR10_STD, TrainingRecipe, crop_padding, prepare_data, train_child
 
 
 class NaiveCIFAR(Dataset):
@@ -67,13 +67,13 @@ def sync(device: torch.device) -> None:
 
 
 def naive_images_per_s(
-    model: nn.Module, dataset: Dataset, budget: TrainingBudget, device: torch.device, workers: int
+    model: nn.Module, dataset: Dataset, recipe: TrainingRecipe, device: torch.device, workers: int
 ) -> float:
     """One epoch of a plain DataLoader loop; images per second after the first (warm-up) batch."""
-    loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=True, num_workers=workers)
     model = model.to(device).train()
     opt = torch.optim.SGD(
-        model.parameters(), lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay, nesterov=True
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True
     )
     start, images, running = 0.0, 0, 0.0
     for k, (x, y) in enumerate(loader):
@@ -93,14 +93,14 @@ def naive_images_per_s(
 
 
 def fast_images_per_s(
-    model: nn.Module, images, labels, budget: TrainingBudget, device: torch.device, compile: bool, amp: bool | None
+    model: nn.Module, images, labels, recipe: TrainingRecipe, device: torch.device, compile: bool, amp: bool | None
 ) -> float:
     """The trainer's own figure for one epoch, after a one-batch warm-up call on the same model."""
-    warm = TrainingBudget.from_dict({**budget.to_dict(), "train_images": budget.batch_size})
+    warm = TrainingRecipe.from_dict({**recipe.to_dict(), "train_images": recipe.batch_size})
     warm_data = prepare_data(images, labels, images[:100], labels[:100], warm, device=device)
     train_child(model, warm_data, warm, device=device, compile=compile, amp=amp)
-    data = prepare_data(images, labels, images[:100], labels[:100], budget, device=device)
-    out = train_child(model, data, budget, device=device, compile=compile, amp=amp)
+    data = prepare_data(images, labels, images[:100], labels[:100], recipe, device=device)
+    out = train_child(model, data, recipe, device=device, compile=compile, amp=amp)
     return out.train_images_per_s
 
 
@@ -128,11 +128,11 @@ def main() -> None:
     if args.images > len(labels):
         parser.error(f"--images {args.images} exceeds the {len(labels)} training images in {data_dir}")
     images, labels = images[: args.images], labels[: args.images]
-    budget = TrainingBudget(epochs=1, resolution=args.resolution, batch_size=args.batch_size)
+    recipe = TrainingRecipe(epochs=1, resolution=args.resolution, batch_size=args.batch_size)
     amp = {"auto": None, "on": True, "off": False}[args.amp]
 
     # the naive baseline gets the very images the fast trainer trains on (downsampled the same way)
-    prepared = prepare_data(images, labels, images[:1], labels[:1], budget, device="cpu")
+    prepared = prepare_data(images, labels, images[:1], labels[:1], recipe, device="cpu")
     naive_set = NaiveCIFAR(
         prepared.train_images.permute(0, 2, 3, 1).contiguous().numpy(), labels, crop_padding(args.resolution)
     )
@@ -153,11 +153,11 @@ def main() -> None:
     for r in range(args.repeats):
         random.seed(r)
         results["fast (train_child)"].append(
-            fast_images_per_s(copy.deepcopy(initial), images, labels, budget, device, args.compile, amp)
+            fast_images_per_s(copy.deepcopy(initial), images, labels, recipe, device, args.compile, amp)
         )
         for w in args.workers:
             results[f"naive DataLoader, num_workers={w}"].append(
-                naive_images_per_s(copy.deepcopy(initial), naive_set, budget, device, w)
+                naive_images_per_s(copy.deepcopy(initial), naive_set, recipe, device, w)
             )
         print(f"  repeat {r + 1}: " + ", ".join(f"{v[-1]:.0f}" for v in results.values()), flush=True)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from evaluation.retrained import test_split
-from nas_env.evaluators import TrainingEvaluator, resolve_budget
+from nas_env.evaluators import TrainingEvaluator, resolve_recipe
 from nas_env.results import EvalResult, Status
 from nas_env.spaces.base import Architecture
 
@@ -48,8 +48,8 @@ class RetrainEvaluator(TrainingEvaluator):
         return build_cnn(arch, bn_eps=self.bn_eps)  # type: ignore[arg-type]
 
     def test_data(self, device: str) -> Any:
-        """The official test split at the budget's resolution, on ``device`` (read once per process)."""
-        return test_split(self.data_dir, self.budget.resolution, device, self.download)
+        """The official test split at the recipe's resolution, on ``device`` (read once per process)."""
+        return test_split(self.data_dir, self.recipe.resolution, device, self.download)
 
     def after_training(self, model: Any, arch: Architecture, result: EvalResult, device: str) -> EvalResult:
         import torch
@@ -62,7 +62,7 @@ class RetrainEvaluator(TrainingEvaluator):
             path = weights_path(self.weights_dir, arch.to_json(), self.fingerprint())
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.save({"arch_json": arch.to_json(), "bn_eps": self.bn_eps, "resolution": self.budget.resolution,
+            torch.save({"arch_json": arch.to_json(), "bn_eps": self.bn_eps, "resolution": self.recipe.resolution,
                         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)  # fmt: skip
             tmp.replace(path)
             extra["weights_path"] = str(path)
@@ -75,13 +75,13 @@ def weights_path(folder: str | Path, arch_json: str, fingerprint: str) -> Path:
     return Path(folder) / f"{digest}.pt"
 
 
-def grid_points(grid: dict[str, list[float]], budget: dict[str, Any]) -> list[dict[str, float]]:
+def grid_points(grid: dict[str, list[float]], recipe: dict[str, Any]) -> list[dict[str, float]]:
     """Every combination of the grid's values, in a fixed order; a hyperparameter the grid leaves out
-    keeps the budget's value (batch-norm epsilon: PyTorch's 1e-5). Unknown names are a ValueError."""
+    keeps the recipe's value (batch-norm epsilon: PyTorch's 1e-5). Unknown names are a ValueError."""
     unknown = sorted(set(grid) - set(GRID_KEYS))
     if unknown:
         raise ValueError(f"unknown grid hyperparameters {unknown}; the grid may set {list(GRID_KEYS)}")
-    fixed = {"lr": [budget["lr"]], "weight_decay": [budget["weight_decay"]], "bn_eps": [1e-5]}
+    fixed = {"lr": [recipe["lr"]], "weight_decay": [recipe["weight_decay"]], "bn_eps": [1e-5]}
     full = {**fixed, **grid}
     for name, values in full.items():
         if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
@@ -130,7 +130,7 @@ def retrain(
     run_dir: str | Path,
     top: int = 5,
     grid: dict[str, list[float]] | None = None,
-    budget: Any = "paper",
+    recipe: Any = "paper",
     executor: dict[str, Any] | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -148,12 +148,12 @@ def retrain(
         raise ValueError(f"top must be >= 1, got {top}")
     run = RunDir(run_dir)
     space, archs = top_architectures(run.path, top)
-    base = resolve_budget(budget).to_dict()
+    base = resolve_recipe(recipe).to_dict()
     data_dir = data_dir if data_dir is not None else run.read_config().env_kwargs.get("data_dir")
     out = run.path / "retrain"
     points = grid_points(grid if grid is not None else DEFAULT_GRID, base)
     evaluators = [
-        RetrainEvaluator(budget={**base, "lr": p["lr"], "weight_decay": p["weight_decay"]}, bn_eps=p["bn_eps"],
+        RetrainEvaluator(recipe={**base, "lr": p["lr"], "weight_decay": p["weight_decay"]}, bn_eps=p["bn_eps"],
                          weights_dir=out / "weights", data_dir=data_dir, device=device, seed=seed)
         for p in points
     ]  # fmt: skip
@@ -221,10 +221,10 @@ def _summarise(archs: list[tuple[str, str, float]], points: list[dict[str, float
     return rows
 
 
-def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, float]], budget: dict[str, Any],
+def _write_summary(out: Path, rows: list[RetrainRow], points: list[dict[str, float]], recipe: dict[str, Any],
                    ensemble: list[float]) -> None:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"budget": budget, "grid": points, "rows": [dataclasses.asdict(r) for r in rows],
+    payload = {"recipe": recipe, "grid": points, "rows": [dataclasses.asdict(r) for r in rows],
                "ensemble_test_accuracy": ensemble}  # fmt: skip
     (out / SUMMARY_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     lines = [

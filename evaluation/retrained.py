@@ -10,20 +10,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-_TEST_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
 def test_split(data_dir: str | Path | None, resolution: int, device: str = "cpu", download: bool = True) -> Any:
     """The official CIFAR-10 test split as the trainer sees it (uint8 at ``resolution`` on ``device``) and its
     labels; read once per process and setting."""
     from nas_env.data.cifar10 import find_cifar10, load_cifar10
+    from nas_env.data_cache import cached
     from nas_env.training import prepare_eval_images
 
-    key = (None if data_dir is None else str(data_dir), resolution, device)
-    if key not in _TEST_CACHE:
+    def build() -> Any:
         images, labels = load_cifar10(find_cifar10(data_dir, download=download), "test")
-        _TEST_CACHE[key] = prepare_eval_images(images, labels, resolution, device)
-    return _TEST_CACHE[key]
+        return prepare_eval_images(images, labels, resolution, device)
+
+    return cached(("cifar10-test", None if data_dir is None else str(data_dir), resolution, device), build)
 
 
 def load_retrained(weights_path: str | Path) -> tuple[Any, dict[str, Any]]:

@@ -59,9 +59,9 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=json_object, default=None,
                    help='JSON object of value lists, e.g. \'{"lr": [0.05, 0.1], "bn_eps": [1e-5, 1e-3]}\' '
                         "(default: lr 0.05/0.1 x weight decay 1e-4/5e-4 x bn_eps 1e-5/1e-3)")  # fmt: skip
-    p.add_argument("--train-budget", default="paper", help="preset (paper, cpu-demo, tiny) or a JSON object of "
-                   "TrainingBudget fields (default: %(default)s)")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs (e.g. longer than the search)")
+    p.add_argument("--recipe", default="paper", help="how each child is retrained: a preset (paper, cpu-demo, tiny) "
+                   "or a JSON object of TrainingRecipe fields (default: %(default)s)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (e.g. longer than the search)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the search's, NAS_DATA_DIR, download)")
@@ -174,13 +174,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """``nas retrain``: 0 when every architecture has a retrained result, 1 if some have none."""
     from evaluation.retrain import retrain
-    from nas_env.evaluators import resolve_budget
+    from nas_env.evaluators import resolve_recipe
     from slurm.config import ExecutorConfig
 
-    budget: Any = json_object(args.train_budget) if args.train_budget.lstrip().startswith("{") else args.train_budget
+    recipe: Any = json_object(args.recipe) if args.recipe.lstrip().startswith("{") else args.recipe
     if args.epochs is not None:
-        budget = {**resolve_budget(budget).to_dict(), "epochs": args.epochs}
-    rows = retrain(args.run_dir, top=args.top, grid=args.grid, budget=budget,
+        recipe = {**resolve_recipe(recipe).to_dict(), "epochs": args.epochs}
+    rows = retrain(args.run_dir, top=args.top, grid=args.grid, recipe=recipe,
                    executor=ExecutorConfig.from_args(args).to_dict(), device=args.device, seed=args.seed,
                    data_dir=args.data_dir)  # fmt: skip
     print()

@@ -40,10 +40,10 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("child training (NAS-CIFAR10-v0, NAS-PTB-v0)")
     g.add_argument(
-        "--train-budget",
+        "--recipe",
         default="auto",
-        help="preset (paper, cpu-demo, tiny; auto = paper on a GPU, cpu-demo on a CPU) or a JSON object of "
-        "TrainingBudget fields (LMBudget fields for NAS-PTB-v0)",
+        help="how each child is trained: a preset (paper, cpu-demo, tiny; auto = paper on a GPU, cpu-demo on a "
+        "CPU) or a JSON object of TrainingRecipe fields (LMRecipe fields for NAS-PTB-v0)",
     )
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--train-images", type=int, default=None)
@@ -65,13 +65,13 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_search)
 
 
-def _train_budget(args: argparse.Namespace) -> Any:
-    """The child-training budget of NAS-CIFAR10-v0 or NAS-PTB-v0 from --train-budget and its overrides."""
+def _recipe(args: argparse.Namespace) -> Any:
+    """The child-training recipe of NAS-CIFAR10-v0 or NAS-PTB-v0 from --recipe and its overrides."""
     if args.env == "NAS-PTB-v0":
-        from nas_env.ptb_evaluator import resolve_lm_budget as resolve
+        from nas_env.ptb_evaluator import resolve_lm_recipe as resolve
     else:
-        from nas_env.evaluators import resolve_budget as resolve
-    budget: Any = args.train_budget
+        from nas_env.evaluators import resolve_recipe as resolve
+    budget: Any = args.recipe
     if budget == "auto":
         import torch
 
@@ -93,7 +93,7 @@ def _train_budget(args: argparse.Namespace) -> Any:
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if args.env in ("NAS-CIFAR10-v0", "NAS-PTB-v0"):
-        kwargs.update(budget=_train_budget(args), device=args.device, seed=args.seed)
+        kwargs.update(recipe=_recipe(args), device=args.device, seed=args.seed)
         if args.data_dir is not None:
             kwargs["data_dir"] = args.data_dir
     if args.env in ("NAS-CIFAR10-v0", "NAS-Synthetic-v0"):

@@ -1,8 +1,8 @@
 """Evaluators turn an architecture into an :class:`EvalResult`.
 
 An evaluator is a small picklable object: the dispatcher sends it, with the architecture, to a worker
-(subprocess or SLURM job). ``fingerprint()`` names everything that changes the result (budget,
-dataset, reward shaping), so the store keys a result by architecture + fingerprint.
+(subprocess or SLURM job). ``fingerprint()`` names everything that changes the result (training
+recipe, dataset, reward shaping), so the store keys a result by architecture + fingerprint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas_env.data.paths import DatasetError
+from nas_env.errors import DeviceError, SetupError
+from nas_env.failures import classify
 from nas_env.results import EvalResult, Status, failure
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -53,6 +54,14 @@ class Evaluator(abc.ABC):
         """Short stable hash of :meth:`config`: part of the store key."""
         blob = json.dumps({"class": type(self).__name__, **self.config()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def prepare(self) -> None:
+        """Check the machine, data and settings, once, in the driver before any child is submitted.
+
+        Raises a :class:`~nas_env.errors.SetupError` naming the problem (an absent device, a missing or
+        corrupt dataset, a recipe the data cannot satisfy), so a search stops before it trains anything
+        instead of recording every child as failed. The default checks nothing.
+        """
 
     def __call__(self, arch: Architecture) -> EvalResult:
         return self.evaluate(arch)
@@ -140,76 +149,70 @@ class SyntheticEvaluator(Evaluator):
         )
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for host or device out-of-memory errors (torch raises several kinds)."""
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
 def safe_evaluate(evaluator: Evaluator, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
-    """Run ``evaluator`` and turn an exception into a result (OOM or FAILED, traceback kept).
+    """Run ``evaluator`` and turn an exception into a result (status from :func:`nas_env.failures.classify`:
+    OOM or FAILED, traceback kept).
 
-    Configuration problems (a missing or corrupt dataset) still raise: they are not the child's fault
-    and would fail every other child the same way.
+    Setup errors (:class:`~nas_env.errors.SetupError`: a missing or corrupt dataset, an absent device) still
+    raise: they are not the child's fault and would fail every other child the same way.
     """
     start = time.perf_counter()
     try:
         return evaluator.evaluate(arch, checkpoint_path=checkpoint_path)
-    except DatasetError:
+    except SetupError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing child is a result, never a crashed search
-        status = Status.OOM if is_out_of_memory(exc) else Status.FAILED
         return failure(
-            status,
+            classify(exc),
             error=traceback.format_exc(),
             reward=evaluator.failure_reward,
             wall_time_s=time.perf_counter() - start,
         )
 
 
-#: named training budgets: the paper's, and small ones that train on a CPU in seconds
-BUDGET_PRESETS: dict[str, dict[str, Any]] = {
+#: named training recipes: the paper's, and small ones that train on a CPU in seconds
+RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # 50 epochs, all 45,000 training images, 32x32, batch 128, SGD 0.1 nesterov
     "cpu-demo": {"epochs": 3, "train_images": 2000, "val_images": 500, "resolution": 16, "batch_size": 64},
     "tiny": {"epochs": 1, "train_images": 256, "val_images": 128, "resolution": 16, "batch_size": 64},
 }
 
-_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
+def resolve_recipe(recipe: Any) -> Any:
+    """A :class:`~nas_env.training.TrainingRecipe` from a recipe, a dict of its fields or a preset name."""
+    from nas_env.recipe import recipe_from
+    from nas_env.training import TrainingRecipe
 
-def budget_from(budget: Any, budget_type: type, presets: dict[str, dict[str, Any]], what: str) -> Any:
-    """A ``budget_type`` from an instance, a dict of its fields or the name of one of ``presets``."""
-    if isinstance(budget, budget_type):
-        return budget
-    if isinstance(budget, str):
-        if budget not in presets:
-            raise ValueError(f"unknown {what} preset {budget!r}; choose one of {sorted(presets)}")
-        return budget_type(**presets[budget])
-    if isinstance(budget, dict):
-        return budget_type.from_dict(budget)  # type: ignore[attr-defined]
-    raise TypeError(f"budget must be a {budget_type.__name__}, a dict or a preset name, not {type(budget).__name__}")
-
-
-def resolve_budget(budget: Any) -> Any:
-    """A :class:`~nas_env.training.TrainingBudget` from a budget, a dict of its fields or a preset name."""
-    from nas_env.training import TrainingBudget
-
-    return budget_from(budget, TrainingBudget, BUDGET_PRESETS, "training budget")
+    return recipe_from(recipe, TrainingRecipe, RECIPE_PRESETS, "training recipe")
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    if device == "auto":
-        import torch
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; any other name is checked.
 
+    A :class:`~nas_env.errors.DeviceError` for a name torch does not know, for ``cuda`` (or ``cuda:N``)
+    where torch sees no CUDA device, and for an index beyond the devices torch sees.
+    """
+    import torch
+
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r} ({exc}); use cpu, cuda, cuda:N or auto") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} requested but torch sees no CUDA device on this machine;"
+                              " use --device cpu or auto")  # fmt: skip
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise DeviceError(f"device {device!r} requested but torch sees {count} CUDA device(s)"
+                              f" (cuda:0..cuda:{count - 1}); pick one of those, or use --device auto")  # fmt: skip
     return device
 
 
 class TrainingEvaluator(Evaluator):
-    """Train the child CNN on CIFAR-10 under a budget; reward = shaped max validation accuracy of the
+    """Train the child CNN on CIFAR-10 with a training recipe; reward = shaped max validation accuracy of the
     last ``reward_last_epochs`` epochs (the paper: (max of the last 5)^3).
 
     The data is read once per process (from ``data_dir``, ``NAS_DATA_DIR`` or the verified download)
@@ -219,7 +222,7 @@ class TrainingEvaluator(Evaluator):
 
     def __init__(
         self,
-        budget: Any = "paper",
+        recipe: Any = "paper",
         data_dir: str | Path | None = None,
         device: str = "auto",
         seed: int = 0,
@@ -231,7 +234,7 @@ class TrainingEvaluator(Evaluator):
         num_val: int | None = None,
         download: bool = True,
     ) -> None:
-        self.budget = resolve_budget(budget)
+        self.recipe = resolve_recipe(recipe)
         reward_from_metric(0.5, reward_shaping)  # validates the name now, not in a worker
         if reward_last_epochs < 1:
             raise ValueError(f"reward_last_epochs must be >= 1, got {reward_last_epochs}")
@@ -249,7 +252,7 @@ class TrainingEvaluator(Evaluator):
     def config(self) -> dict[str, Any]:
         return {
             "dataset": "cifar10",
-            "budget": self.budget.to_dict(),
+            "recipe": self.recipe.to_dict(),
             "seed": self.seed,
             "reward_shaping": self.reward_shaping,
             "reward_last_epochs": self.reward_last_epochs,
@@ -257,21 +260,35 @@ class TrainingEvaluator(Evaluator):
             "num_val": self.num_val,
         }
 
-    def data(self, device: str) -> Any:
-        """The budget's training/validation tensors on ``device``, loaded once per process."""
+    def prepare(self) -> None:
+        """Check the device, find CIFAR-10 (downloading it once if allowed), read and verify every
+        training batch file, and check the recipe's image counts fit the split; SetupError otherwise."""
         from nas_env.data.cifar10 import load_cifar10_splits
+
+        resolve_device(self.device)
+        splits = load_cifar10_splits(self.data_dir, num_val=self.num_val, seed=self.split_seed, download=self.download)
+        r = self.recipe
+        for field, wanted, have in (("train_images", r.train_images, len(splits.train_labels)),
+                                    ("val_images", r.val_images, len(splits.val_labels))):  # fmt: skip
+            if wanted is not None and wanted > have:
+                raise SetupError(f"the recipe asks for {field}={wanted} but the CIFAR-10 split has {have};"
+                                 f" lower {field} or point NAS_DATA_DIR at a larger copy of CIFAR-10")  # fmt: skip
+
+    def data(self, device: str) -> Any:
+        """The recipe's training/validation tensors on ``device``, loaded once per process."""
+        from nas_env.data.cifar10 import load_cifar10_splits
+        from nas_env.data_cache import cached
         from nas_env.training import prepare_data
 
-        key = (self.data_dir, self.split_seed, self.num_val, self.budget.train_images, self.budget.val_images,
-               self.budget.resolution, device, self.seed)
-        if key not in _DATA_CACHE:
+        def build() -> Any:
             splits = load_cifar10_splits(self.data_dir, num_val=self.num_val, seed=self.split_seed,
-                                         download=self.download)
-            _DATA_CACHE[key] = prepare_data(
-                splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
-                self.budget, device=device, seed=self.seed,
-            )
-        return _DATA_CACHE[key]
+                                         download=self.download)  # fmt: skip
+            return prepare_data(splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
+                                self.recipe, device=device, seed=self.seed)  # fmt: skip
+
+        r = self.recipe
+        return cached(("cifar10-train", self.data_dir, self.split_seed, self.num_val, r.train_images, r.val_images,
+                       r.resolution, device, self.seed), build)  # fmt: skip
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         import torch
@@ -283,8 +300,8 @@ class TrainingEvaluator(Evaluator):
         data = self.data(device)
         torch.manual_seed(self.seed)
         model = self.build_model(arch)
-        params, flops = count_params(model), count_flops(arch, resolution=self.budget.resolution)  # type: ignore[arg-type]
-        outcome = train_child(model, data, self.budget, device=device, seed=self.seed, compile=self.compile,
+        params, flops = count_params(model), count_flops(arch, resolution=self.recipe.resolution)  # type: ignore[arg-type]
+        outcome = train_child(model, data, self.recipe, device=device, seed=self.seed, compile=self.compile,
                               checkpoint_path=checkpoint_path)
         common = {
             "curve": tuple(outcome.val_curve),

@@ -7,13 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nas_env.evaluators import Evaluator, budget_from, resolve_device
-from nas_env.lm_training import LMBudget
+from nas_env.evaluators import Evaluator, resolve_device
+from nas_env.errors import SetupError
+from nas_env.lm_training import LMRecipe
+from nas_env.recipe import recipe_from
 from nas_env.results import EvalResult, Status
 from nas_env.spaces.base import Architecture
 
-#: named language-model budgets: the paper's epochs, and small ones that train on a CPU in seconds
-LM_BUDGET_PRESETS: dict[str, dict[str, Any]] = {
+#: named language-model recipes: the paper's epochs, and small ones that train on a CPU in seconds
+LM_RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # 35 epochs over the whole training split, 200 units, bptt 35
     "cpu-demo": {"epochs": 2, "train_tokens": 40_000, "val_tokens": 8_000, "embed_size": 64, "hidden_size": 64,
                  "batch_size": 20, "bptt": 20},  # fmt: skip
@@ -21,12 +23,9 @@ LM_BUDGET_PRESETS: dict[str, dict[str, Any]] = {
              "batch_size": 10, "bptt": 10},  # fmt: skip
 }
 
-_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
-def resolve_lm_budget(budget: Any) -> LMBudget:
-    """An :class:`LMBudget` from a budget, a dict of its fields or a preset name."""
-    return budget_from(budget, LMBudget, LM_BUDGET_PRESETS, "language-model budget")
+def resolve_lm_recipe(recipe: Any) -> LMRecipe:
+    """An :class:`LMRecipe` from a recipe, a dict of its fields or a preset name."""
+    return recipe_from(recipe, LMRecipe, LM_RECIPE_PRESETS, "language-model recipe")
 
 
 def reward_from_perplexity(perplexity: float, c: float = 80.0) -> float:
@@ -35,12 +34,12 @@ def reward_from_perplexity(perplexity: float, c: float = 80.0) -> float:
 
 
 class PTBEvaluator(Evaluator):
-    """Train the child language model on PTB (word level) under a budget; the metric is the lowest
+    """Train the child language model on PTB (word level) with a training recipe; the metric is the lowest
     validation perplexity of the last ``reward_last_epochs`` epochs, the reward ``c / metric^2``."""
 
     def __init__(
         self,
-        budget: Any = "paper",
+        recipe: Any = "paper",
         data_dir: str | Path | None = None,
         device: str = "auto",
         seed: int = 0,
@@ -49,7 +48,7 @@ class PTBEvaluator(Evaluator):
         failure_reward: float = 0.0,
         download: bool = True,
     ) -> None:
-        self.budget = resolve_lm_budget(budget)
+        self.recipe = resolve_lm_recipe(recipe)
         if not (isinstance(reward_c, (int, float)) and math.isfinite(reward_c) and reward_c > 0):
             raise ValueError(f"reward_c must be a positive number, got {reward_c!r}")
         if reward_last_epochs < 1:
@@ -65,23 +64,39 @@ class PTBEvaluator(Evaluator):
     def config(self) -> dict[str, Any]:
         return {
             "dataset": "ptb",
-            "budget": self.budget.to_dict(),
+            "recipe": self.recipe.to_dict(),
             "seed": self.seed,
             "reward_c": self.reward_c,
             "reward_last_epochs": self.reward_last_epochs,
         }
 
-    def data(self, device: str) -> Any:
-        """The budget's token tensors on ``device``, read once per process."""
+    def prepare(self) -> None:
+        """Check the device, find PTB (downloading it once if allowed), read and verify its files, and
+        check the recipe's token counts make batches; SetupError otherwise."""
         from nas_env.data.ptb import load_ptb_corpus
         from nas_env.lm_training import prepare_lm_data
 
-        b = self.budget
-        key = (self.data_dir, b.train_tokens, b.val_tokens, b.batch_size, b.eval_batch_size, device)
-        if key not in _DATA_CACHE:
+        resolve_device(self.device)
+        corpus = load_ptb_corpus(self.data_dir, download=self.download)
+        try:
+            prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, self.recipe, device="cpu")
+        except ValueError as exc:
+            raise SetupError(f"the recipe does not fit Penn Treebank: {exc}; raise train_tokens/val_tokens"
+                             " or lower batch_size/eval_batch_size") from None  # fmt: skip
+
+    def data(self, device: str) -> Any:
+        """The recipe's token tensors on ``device``, read once per process."""
+        from nas_env.data.ptb import load_ptb_corpus
+        from nas_env.data_cache import cached
+        from nas_env.lm_training import prepare_lm_data
+
+        def build() -> Any:
             corpus = load_ptb_corpus(self.data_dir, download=self.download)
-            _DATA_CACHE[key] = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, b, device=device)
-        return _DATA_CACHE[key]
+            return prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, r, device=device)
+
+        r = self.recipe
+        return cached(("ptb", self.data_dir, r.train_tokens, r.val_tokens, r.batch_size, r.eval_batch_size, device),
+                      build)  # fmt: skip
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         import torch
@@ -92,7 +107,7 @@ class PTBEvaluator(Evaluator):
 
         device = resolve_device(self.device)
         data = self.data(device)
-        b = self.budget
+        b = self.recipe
         torch.manual_seed(self.seed)
         model = RNNLanguageModel(arch, data.vocab_size, embed_size=b.embed_size, hidden_size=b.hidden_size,  # type: ignore[arg-type]
                                  dropout=b.dropout, tie_weights=b.embed_size == b.hidden_size)  # fmt: skip

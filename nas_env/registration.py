@@ -32,7 +32,7 @@ def _cnn_space(space: CNNSpace | dict[str, Any] | None, num_layers: int, predict
 
 def make_cifar10_env(
     space: CNNSpace | dict[str, Any] | None = None,
-    budget: Any = "paper",
+    recipe: Any = "paper",
     data_dir: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -47,9 +47,9 @@ def make_cifar10_env(
 ) -> NASEnv:
     """``NAS-CIFAR10-v0``: the paper's CNN space; the terminal step trains the child on CIFAR-10.
 
-    ``budget`` is a :class:`~nas_env.training.TrainingBudget`, a dict of its fields, or a preset name
-    (``"paper"``: 50 epochs on 45,000 images at 32x32; ``"cpu-demo"``, ``"tiny"``: see
-    :data:`nas_env.evaluators.BUDGET_PRESETS`). ``data_dir`` overrides ``NAS_DATA_DIR``; without either
+    ``recipe`` (how each child is trained) is a :class:`~nas_env.training.TrainingRecipe`, a dict of its
+    fields, or a preset name (``"paper"``: 50 epochs on 45,000 images at 32x32; ``"cpu-demo"``, ``"tiny"``:
+    see :data:`nas_env.evaluators.RECIPE_PRESETS`). ``data_dir`` overrides ``NAS_DATA_DIR``; without either
     the official archive is downloaded and verified on first use.
     """
     from nas_env.evaluators import TrainingEvaluator
@@ -57,7 +57,7 @@ def make_cifar10_env(
     cnn_space = _cnn_space(space, num_layers, predict_strides)
     if evaluator is None:
         evaluator = TrainingEvaluator(
-            budget=budget,
+            recipe=recipe,
             data_dir=data_dir,
             device=device,
             seed=seed,
@@ -108,7 +108,7 @@ def make_synthetic_env(
 
 def make_ptb_env(
     num_leaves: int = 8,
-    budget: Any = "paper",
+    recipe: Any = "paper",
     data_dir: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -122,8 +122,8 @@ def make_ptb_env(
     the terminal step trains a word-level language model around the cell on Penn Treebank, and the
     reward is ``reward_c / (validation perplexity)^2`` (the paper: c = 80).
 
-    ``budget`` is a :class:`~nas_env.lm_training.LMBudget`, a dict of its fields or a preset name
-    (``"paper"``: 35 epochs; ``"cpu-demo"``, ``"tiny"``: see :data:`nas_env.ptb_evaluator.LM_BUDGET_PRESETS`).
+    ``recipe`` is a :class:`~nas_env.lm_training.LMRecipe`, a dict of its fields or a preset name
+    (``"paper"``: 35 epochs; ``"cpu-demo"``, ``"tiny"``: see :data:`nas_env.ptb_evaluator.LM_RECIPE_PRESETS`).
     ``data_dir`` overrides ``NAS_DATA_DIR``; without either the official archive is downloaded and its
     files verified on first use.
     """
@@ -131,7 +131,7 @@ def make_ptb_env(
     from nas_env.spaces.rnn_cell import RNNCellSpace
 
     if evaluator is None:
-        evaluator = PTBEvaluator(budget=budget, data_dir=data_dir, device=device, seed=seed, reward_c=reward_c,
+        evaluator = PTBEvaluator(recipe=recipe, data_dir=data_dir, device=device, seed=seed, reward_c=reward_c,
                                  failure_reward=failure_reward)  # fmt: skip
     space = RNNCellSpace(num_leaves=num_leaves)
     return NASEnv(space, evaluator, invalid_action=invalid_action, render_mode=render_mode)

@@ -1,7 +1,9 @@
 """The outcome of evaluating one architecture: a plain value that travels from a worker to the store.
 
 A failure (divergence, out-of-memory, time-out, exception, cancellation, preemption) is a result with a
-status, never an exception that stops a search.
+status, never an exception that stops a search. The one exception is a setup error (``Status.SETUP``: a
+problem with the machine, data or settings, see :mod:`nas_env.errors`): it would fail every child alike,
+so it is never cached and the search stops on it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Status(str, Enum):
     CANCELLED = "cancelled"  # the job was cancelled (scancel, user)
     PREEMPTED = "preempted"  # the job was preempted and could not be requeued
     NOT_STARTED = "not_started"  # the job never started (e.g. rejected by the scheduler)
+    SETUP = "setup_error"  # machine, data or settings are wrong (a SetupError): not cacheable, the search stops
 
     def __str__(self) -> str:
         return self.value

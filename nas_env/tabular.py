@@ -262,6 +262,10 @@ class TabularEvaluator(Evaluator):
     def table(self) -> NB201Table:
         return NB201Table.load(self.table_path)
 
+    def prepare(self) -> None:
+        """Check the table is readable and has this dataset's reward column (TableError otherwise)."""
+        self._check_columns(self.table())
+
     def config(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,15 +23,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.config_dicts import dataclass_from_dict
+from nas_env.recipe import (
+    Recipe,
+    check_device,
+    check_float,
+    check_int,
+    learning_rate,
+    load_checkpoint,
+    run_epochs,
+    save_checkpoint,
+)
 from nas_env.results import Status
 
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFARTensors",
-    "TrainingBudget",
     "TrainingOutcome",
+    "TrainingRecipe",
     "crop_padding",
     "evaluate_accuracy",
     "learning_rate",
@@ -45,17 +53,15 @@ __all__ = [
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-LR_SCHEDULES = ("cosine", "constant")
 EVAL_BATCH_SIZE = 1000
-CHECKPOINT_VERSION = 1
 # On CUDA, checking the loss for NaN/inf forces a host sync; doing it every few steps keeps the GPU fed.
 CUDA_FINITE_CHECK_EVERY = 8
 _RESIZE_CHUNK = 4096
 
 
-# --------------------------------------------------------------------------------------------- budget
+# --------------------------------------------------------------------------------------------- recipe
 @dataclasses.dataclass(frozen=True)
-class TrainingBudget:
+class TrainingRecipe(Recipe):
     """How a child is trained. Defaults are the paper's; tests and CPU demos shrink epochs, images, resolution."""
 
     epochs: int = 50  # paper: 50 epochs per child
@@ -72,58 +78,26 @@ class TrainingBudget:
     augment: bool = True  # random crop (zero padding, see crop_padding) + horizontal flip
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1)
+        self._check_common()
+        owner = type(self).__name__
         for name in ("train_images", "val_images"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_int("resolution", self.resolution, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("lr", self.lr, lambda v: v > 0, "> 0")
-        _check_float("momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)")
-        _check_float("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
-        _check_float("label_smoothing", self.label_smoothing, lambda v: 0 <= v < 1, "in [0, 1)")
+                check_int(owner, name, getattr(self, name), 1)
+        check_int(owner, "resolution", self.resolution, 1)
+        check_int(owner, "batch_size", self.batch_size, 1)
+        check_float(owner, "momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+        check_float(owner, "weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
+        check_float(owner, "label_smoothing", self.label_smoothing, lambda v: 0 <= v < 1, "in [0, 1)")
         for name in ("nesterov", "augment"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"TrainingBudget.{name} must be a bool, got {getattr(self, name)!r}")
+                raise ValueError(f"{owner}.{name} must be a bool, got {getattr(self, name)!r}")
         if self.nesterov and self.momentum == 0:
-            raise ValueError("TrainingBudget.nesterov needs momentum > 0 (got momentum=0)")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"TrainingBudget.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainingBudget":
-        return dataclass_from_dict(cls, d, "TrainingBudget field")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    """ValueError naming the field unless value is an int (not bool) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"TrainingBudget.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, ok: Callable[[float], bool], rule: str) -> None:
-    """ValueError naming the field unless value is a finite real number satisfying ``ok``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"TrainingBudget.{name} must be a number {rule}, got {value!r}")
-    if not math.isfinite(value) or not ok(float(value)):
-        raise ValueError(f"TrainingBudget.{name} must be a finite number {rule}, got {value!r}")
+            raise ValueError(f"{owner}.nesterov needs momentum > 0 (got momentum=0)")
 
 
 def crop_padding(resolution: int) -> int:
     """Zero padding of the random crop: 4 pixels at 32x32 (the usual CIFAR recipe), scaled with resolution."""
     return max(1, round(4 * resolution / 32))
-
-
-def learning_rate(budget: TrainingBudget, step: int, total_steps: int) -> float:
-    """The learning rate before optimizer step ``step`` (0-based) of ``total_steps``."""
-    if budget.lr_schedule == "constant":
-        return budget.lr
-    return budget.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -160,7 +134,7 @@ def _subset(n: int, wanted: int | None, rng: np.random.Generator, field: str) ->
     if wanted is None:
         return np.arange(n)
     if wanted > n:
-        raise ValueError(f"TrainingBudget.{field}={wanted} exceeds the {n} images available")
+        raise ValueError(f"TrainingRecipe.{field}={wanted} exceeds the {n} images available")
     return np.sort(rng.permutation(n)[:wanted])
 
 
@@ -171,7 +145,7 @@ def _to_device_images(images: np.ndarray | torch.Tensor, resolution: int, device
         raise ValueError(f"images must be uint8 (N, H, W, C) with H == W, got {x.dtype} {tuple(x.shape)}")
     size = int(x.shape[1])
     if resolution > size:
-        raise ValueError(f"TrainingBudget.resolution={resolution} exceeds the images' size {size} (only downsampling)")
+        raise ValueError(f"TrainingRecipe.resolution={resolution} exceeds the images' size {size} (only downsampling)")
     x = x.to(device).permute(0, 3, 1, 2)  # an NHWC buffer seen as NCHW is channels-last
     if resolution == size:
         return x.contiguous(memory_format=torch.channels_last)
@@ -200,11 +174,11 @@ def prepare_data(
     labels_train: np.ndarray | torch.Tensor,
     images_val: np.ndarray | torch.Tensor,
     labels_val: np.ndarray | torch.Tensor,
-    budget: TrainingBudget,
+    recipe: TrainingRecipe,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> CIFARTensors:
-    """Move the budget's image subsets (seeded) to the device once, downsampled to ``budget.resolution``."""
+    """Move the recipe's image subsets (seeded) to the device once, downsampled to ``recipe.resolution``."""
     device = torch.device(device)
     if len(images_train) != len(labels_train) or len(images_val) != len(labels_val):
         raise ValueError(
@@ -214,12 +188,12 @@ def prepare_data(
     if len(images_train) == 0 or len(images_val) == 0:
         raise ValueError("prepare_data needs at least one training and one validation image")
     rng = np.random.default_rng(seed)
-    train_idx = torch.as_tensor(_subset(len(images_train), budget.train_images, rng, "train_images"))
-    val_idx = torch.as_tensor(_subset(len(images_val), budget.val_images, rng, "val_images"))
+    train_idx = torch.as_tensor(_subset(len(images_train), recipe.train_images, rng, "train_images"))
+    val_idx = torch.as_tensor(_subset(len(images_val), recipe.val_images, rng, "val_images"))
     return CIFARTensors(
-        train_images=_to_device_images(torch.as_tensor(images_train)[train_idx], budget.resolution, device),
+        train_images=_to_device_images(torch.as_tensor(images_train)[train_idx], recipe.resolution, device),
         train_labels=torch.as_tensor(labels_train)[train_idx].to(device=device, dtype=torch.int64),
-        val_images=_to_device_images(torch.as_tensor(images_val)[val_idx], budget.resolution, device),
+        val_images=_to_device_images(torch.as_tensor(images_val)[val_idx], recipe.resolution, device),
         val_labels=torch.as_tensor(labels_val)[val_idx].to(device=device, dtype=torch.int64),
         seed=int(seed),
     )
@@ -304,44 +278,7 @@ class TrainingOutcome:
         return d
 
 
-# ------------------------------------------------------------------------------------------ checkpoint
-def _budget_identity(budget: TrainingBudget) -> dict[str, Any]:
-    """The budget fields a resumed run must share with its checkpoint (all but the epoch count)."""
-    d = budget.to_dict()
-    d.pop("epochs")
-    return d
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically (temp file + os.replace) so a preempted job never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, budget: TrainingBudget, data: CIFARTensors) -> dict[str, Any]:
-    """Read a checkpoint and check it belongs to this budget and data (ValueError naming the mismatch)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} has version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
-    expected = _budget_identity(budget)
-    diff = sorted(k for k in expected if payload["budget"].get(k) != expected[k])
-    if diff:
-        raise ValueError(f"checkpoint {path} was written with another budget (fields differ: {diff})")
-    if payload["num_train"] != data.num_train or payload["data_seed"] != data.seed:
-        raise ValueError(f"checkpoint {path} was written for other training data")
-    return payload
-
-
 # ---------------------------------------------------------------------------------------------- training
-def _is_oom(exc: BaseException) -> bool:
-    """Whether an exception is a CUDA (or allocator) out-of-memory error."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
 def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """The autocast dtype, or None for float32: bf16 where supported, else fp16 (CUDA); default on for CUDA only."""
     if amp is None:
@@ -354,13 +291,17 @@ def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
 
 
 class _Run:
-    """The mutable state of one training run: model, optimizer, scaler, generator, step and curve."""
+    """The mutable state of one training run: model, optimizer, scaler, generator, step and curve
+    (an :class:`~nas_env.recipe.EpochRun`)."""
+
+    metric_name = "val_accuracy"
+    rate_name = "train_images_per_s"
 
     def __init__(
         self,
         model: nn.Module,
         data: CIFARTensors,
-        budget: TrainingBudget,
+        recipe: TrainingRecipe,
         device: torch.device,
         seed: int,
         compile: bool,
@@ -368,20 +309,21 @@ class _Run:
     ) -> None:
         self.model = model.to(device, memory_format=torch.channels_last).train()
         self.step_model = torch.compile(self.model) if compile else self.model
-        self.data, self.budget, self.device, self.amp_dtype = data, budget, device, amp_dtype
+        self.data, self.recipe, self.device, self.amp_dtype = data, recipe, device, amp_dtype
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
-            lr=budget.lr,
-            momentum=budget.momentum,
-            weight_decay=budget.weight_decay,
-            nesterov=budget.nesterov,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
-        self.batch_size = min(budget.batch_size, data.num_train)
+        self.batch_size = min(recipe.batch_size, data.num_train)
         self.steps_per_epoch = data.num_train // self.batch_size  # last incomplete batch dropped (BN needs > 1)
-        self.total_steps = budget.epochs * self.steps_per_epoch
+        self.items_per_epoch = self.steps_per_epoch * self.batch_size
+        self.total_steps = recipe.epochs * self.steps_per_epoch
         self.step = 0
         self.curve: list[float] = []
 
@@ -392,7 +334,7 @@ class _Run:
 
     def train_epoch(self) -> tuple[float, str | None]:
         """One pass over the shuffled training images: (mean loss, None) or (nan, where it diverged)."""
-        data, budget = self.data, self.budget
+        data, recipe = self.data, self.recipe
         check_every = 1 if self.device.type == "cpu" else CUDA_FINITE_CHECK_EVERY
         padding = crop_padding(data.resolution)
         images = data.train_images.permute(0, 2, 3, 1)  # NHWC, contiguous: a batch is a gather of rows
@@ -400,14 +342,14 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         for i in range(self.steps_per_epoch):
             for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(budget, self.step, self.total_steps)
+                group["lr"] = learning_rate(recipe, self.step, self.total_steps)
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = images[idx].permute(0, 3, 1, 2)  # (B, C, H, W), channels-last uint8
-            if budget.augment:
+            if recipe.augment:
                 x = random_crop_flip(x, self.generator, padding)
             with self.autocast():
                 logits = self.step_model(normalize(x))
-            loss = F.cross_entropy(logits.float(), data.train_labels[idx], label_smoothing=budget.label_smoothing)
+            loss = F.cross_entropy(logits.float(), data.train_labels[idx], label_smoothing=recipe.label_smoothing)
             loss_sum += loss.detach()
             if (i + 1) % check_every == 0 and not torch.isfinite(loss_sum):
                 return math.nan, f"step {i + 1}"
@@ -423,25 +365,19 @@ class _Run:
         return evaluate_accuracy(self.model, self.data.val_images, self.data.val_labels, self.amp_dtype)
 
     def save(self, path: Path) -> None:
-        _save_checkpoint(
-            path,
-            {
-                "version": CHECKPOINT_VERSION,
-                "epoch": len(self.curve),
-                "step": self.step,
-                "curve": list(self.curve),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "generator": self.generator.get_state(),
-                "budget": _budget_identity(self.budget),
-                "num_train": self.data.num_train,
-                "data_seed": self.data.seed,
-            },
-        )
+        save_checkpoint(path, self.recipe, {
+            "epoch": len(self.curve),
+            "step": self.step,
+            "curve": list(self.curve),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            **self._data_identity(),
+        })  # fmt: skip
 
     def restore(self, path: Path) -> None:
-        ckpt = _load_checkpoint(path, self.budget, self.data)
+        ckpt = load_checkpoint(path, self.recipe, self._data_identity())
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"]:  # empty when the checkpointing run had no fp16 scaler
@@ -450,11 +386,15 @@ class _Run:
         self.step = int(ckpt["step"])
         self.curve = [float(a) for a in ckpt["curve"]]
 
+    def _data_identity(self) -> dict[str, int]:
+        """What a checkpoint must share with the data it resumes on."""
+        return {"num_train": self.data.num_train, "data_seed": self.data.seed}
+
 
 def train_child(
     model: nn.Module,
     data: CIFARTensors,
-    budget: TrainingBudget,
+    recipe: TrainingRecipe,
     device: str | torch.device = "cpu",
     seed: int = 0,
     compile: bool = False,
@@ -462,8 +402,8 @@ def train_child(
     checkpoint_path: str | Path | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingOutcome:
-    """Train ``model`` on ``data`` for ``budget.epochs`` epochs, validating after each; never raises for
-    divergence (Status.DIVERGED) or CUDA out-of-memory (Status.OOM). Other errors propagate.
+    """Train ``model`` on ``data`` for ``recipe.epochs`` epochs, validating after each; never raises for
+    divergence (Status.DIVERGED) or out-of-memory (Status.OOM). Other errors propagate.
 
     The initial weights are the caller's (build the model under ``torch.manual_seed`` for a reproducible
     run). With ``checkpoint_path``, progress is saved after every epoch and resumed from if the file exists;
@@ -471,55 +411,10 @@ def train_child(
     ``log`` receives one dict of named scalars per epoch. ``amp``: None = autocast on CUDA only.
     """
     start = time.perf_counter()
-    device = torch.device(device)
-    if data.device.type != device.type:
-        raise ValueError(f"data is on {data.device} but training was asked on {device}")
+    device = check_device(data.device, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-    run = _Run(model, data, budget, device, seed, compile, _amp_dtype(device, amp))
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and path.exists():
-        run.restore(path)
-    resumed_from = len(run.curve)
-    train_seconds, images_done = 0.0, 0
-
-    def outcome(status: Status, error: str | None = None) -> TrainingOutcome:
-        return TrainingOutcome(
-            status=status,
-            val_curve=tuple(run.curve),
-            epochs_done=len(run.curve),
-            wall_time_s=time.perf_counter() - start,
-            train_images_per_s=images_done / train_seconds if train_seconds > 0 else 0.0,
-            resumed_from_epoch=resumed_from,
-            error=error,
-        )
-
-    try:
-        while len(run.curve) < budget.epochs:
-            epoch_start = time.perf_counter()
-            train_loss, diverged_at = run.train_epoch()
-            if diverged_at is not None:
-                return outcome(Status.DIVERGED, f"loss became non-finite in epoch {len(run.curve) + 1}, {diverged_at}")
-            epoch_seconds = time.perf_counter() - epoch_start
-            train_seconds += epoch_seconds
-            images_done += run.steps_per_epoch * run.batch_size
-            run.curve.append(run.validate())
-            if path is not None:
-                run.save(path)
-            if log is not None:
-                log(
-                    {
-                        "epoch": len(run.curve),
-                        "train_loss": train_loss,
-                        "val_accuracy": run.curve[-1],
-                        "lr": learning_rate(budget, run.step - 1, run.total_steps),  # the epoch's last step
-                        "train_images_per_s": run.steps_per_epoch * run.batch_size / epoch_seconds,
-                    }
-                )
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        if not _is_oom(exc):
-            raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return outcome(Status.OOM, f"out of memory: {exc}")
-    return outcome(Status.OK)
+    run = _Run(model, data, recipe, device, seed, compile, _amp_dtype(device, amp))
+    p = run_epochs(run, device, checkpoint_path, log, start)
+    return TrainingOutcome(p.status, p.val_curve, p.epochs_done, p.wall_time_s, p.items_per_s, p.resumed_from_epoch,
+                           p.error)  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from submitit.core import utils as submitit_utils
 
+from nas_env.failures import classify_traceback
 from nas_env.results import EvalResult, Status, failure
 
 #: SLURM states of a job that is still queued or running (or about to run again after a requeue)
@@ -50,8 +51,6 @@ _STATE_REASON = {
     "SPECIAL_EXIT": "the job ended in SPECIAL_EXIT",
 }
 
-_OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "MemoryError", "std::bad_alloc")
-
 
 def base_state(state: str) -> str:
     """``"CANCELLED by 0"`` -> ``"CANCELLED"``; upper-case, first word."""
@@ -64,14 +63,13 @@ def is_active(state: str) -> bool:
 
 
 def status_from_traceback(trace: str) -> Status:
-    """Classify the traceback of a job function that raised."""
+    """Classify the traceback of a job function that raised: submitit's own time-out and preemption
+    messages here, everything else (OOM, setup error, failure) by :func:`nas_env.failures.classify_traceback`."""
     if "timed-out too many times" in trace:
         return Status.TIMEOUT
     if "Job not requeued because" in trace:
         return Status.PREEMPTED
-    if any(marker in trace for marker in _OOM_MARKERS):
-        return Status.OOM
-    return Status.FAILED
+    return classify_traceback(trace)
 
 
 def from_traceback(trace: str, failure_reward: float, job_id: str | None) -> EvalResult:

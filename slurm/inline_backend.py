@@ -1,7 +1,7 @@
 """The ``inline`` executor: run each child in this process, synchronously, at submit time (for debugging).
 
-Unlike submitit's DebugExecutor it never opens pdb: an exception becomes a FAILED result with its
-traceback. Results are written to the folder in submitit's pickle format, so ``poll()`` and
+Unlike submitit's DebugExecutor it never opens pdb: an exception becomes a result with its traceback,
+its status from :func:`nas_env.failures.classify` (OOM, SETUP or FAILED). Results are written to the folder in submitit's pickle format, so ``poll()`` and
 ``reattach()`` work exactly as for the other executors.
 """
 
@@ -14,7 +14,8 @@ from typing import Any, Sequence
 from submitit.core.utils import DelayedSubmission, JobPaths, cloudpickle_dump
 
 import slurm.faults as faults
-from nas_env.results import EvalResult
+from nas_env.failures import classify
+from nas_env.results import EvalResult, failure
 from slurm.backend import Backend, JobRecord, load_function
 from slurm.job import EvaluateTask
 
@@ -42,8 +43,9 @@ class InlineBackend(Backend):
             DelayedSubmission(function).dump(paths.submitted_pickle)
             try:
                 outcome: tuple[str, Any] = ("success", function.evaluate())
-            except Exception:  # noqa: BLE001 - every failure of a child is a result
-                outcome = ("error", traceback.format_exc())
+            except Exception as exc:  # noqa: BLE001 - every failure of a child is a result
+                result = failure(classify(exc), error=traceback.format_exc(), reward=function.evaluator.failure_reward)
+                outcome = ("success", result)
             tmp = paths.result_pickle.with_suffix(".tmp")
             cloudpickle_dump(outcome, tmp)
             tmp.replace(paths.result_pickle)

@@ -24,6 +24,7 @@ from nas_env.data import (
     paths,
     train_val_split,
 )
+from nas_env.errors import SetupError
 
 BATCH_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 ALL_FILES = BATCH_FILES + ("batches.meta",)
@@ -258,9 +259,11 @@ def test_wrong_md5_leaves_nothing_behind(web_root, cifar_dir: Path, cache: Path)
 
 def test_unreachable_url_names_it(cache: Path, closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/cifar-10-python.tar.gz"
-    with pytest.raises(DatasetDownloadError, match=f"cannot download {url}"):
+    with pytest.raises(DatasetDownloadError, match=f"cannot download {url}") as info:
         find_cifar10(url=url)
     assert list(cache.iterdir()) == []
+    # a setup error: the search stops on it with this one line, not a traceback per child
+    assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
 
 
 def test_http_error_names_the_url(web_root, cache: Path) -> None:

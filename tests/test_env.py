@@ -45,7 +45,7 @@ def test_both_env_checkers_pass(env_id: str) -> None:
 
 
 def test_env_checkers_pass_on_cifar10(data_root) -> None:
-    _check_strictly(gym.make("NAS-CIFAR10-v0", budget="tiny", device="cpu", data_dir=data_root / "cifar10-subset"))
+    _check_strictly(gym.make("NAS-CIFAR10-v0", recipe="tiny", device="cpu", data_dir=data_root / "cifar10-subset"))
 
 
 @pytest.mark.parametrize("env_id", ["NAS-Synthetic-v0", "NAS-Bench-201-v0", "NAS-CIFAR10-v0", "NAS-PTB-v0"])
@@ -173,7 +173,7 @@ def test_render_ansi() -> None:
 
 
 def test_cifar10_terminal_step_trains_a_real_child(data_root) -> None:
-    env = gym.make("NAS-CIFAR10-v0", budget="tiny", device="cpu", num_layers=2, data_dir=data_root / "cifar10-subset")
+    env = gym.make("NAS-CIFAR10-v0", recipe="tiny", device="cpu", num_layers=2, data_dir=data_root / "cifar10-subset")
     space = env.unwrapped.space
     reward, info, _ = _play(env, list(space.encode(space.sample(0))))
     result = info["result"]
@@ -186,9 +186,9 @@ def test_cifar10_terminal_step_trains_a_real_child(data_root) -> None:
 def test_bad_env_arguments_are_clear() -> None:
     with pytest.raises(ValueError, match="invalid_action"):
         gym.make("NAS-Synthetic-v0", invalid_action="ignore")
-    with pytest.raises(ValueError, match="unknown training budget preset 'huge'"):
-        gym.make("NAS-CIFAR10-v0", budget="huge")
+    with pytest.raises(ValueError, match="unknown training recipe preset 'huge'"):
+        gym.make("NAS-CIFAR10-v0", recipe="huge")
     with pytest.raises(ValueError, match="epochs"):
-        gym.make("NAS-CIFAR10-v0", budget={"epochs": 0})
+        gym.make("NAS-CIFAR10-v0", recipe={"epochs": 0})
     with pytest.raises(ValueError, match="reward shaping"):
         gym.make("NAS-CIFAR10-v0", reward_shaping="log")

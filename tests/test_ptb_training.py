@@ -1,9 +1,10 @@
 """Training language models around searched cells on the real Penn Treebank: learning, divergence,
-resume, the paper's reward, and NAS-PTB-v0 end to end (tiny budgets, CPU, seconds)."""
+resume, the paper's reward, and NAS-PTB-v0 end to end (tiny recipes, CPU, seconds)."""
 
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ import torch
 
 import nas_env  # noqa: F401 - registers the ids
 from nas_env.children.rnn_cell import RNNLanguageModel
+from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError
 from nas_env.data.ptb import PTBCorpus, load_ptb_corpus
-from nas_env.lm_training import LMBudget, prepare_lm_data, train_language_model
-from nas_env.ptb_evaluator import PTBEvaluator, reward_from_perplexity, resolve_lm_budget
+from nas_env.errors import DeviceError, SetupError
+from nas_env.lm_training import LMRecipe, prepare_lm_data, train_language_model
+from nas_env.ptb_evaluator import PTBEvaluator, reward_from_perplexity, resolve_lm_recipe
 from nas_env.results import Status
 from nas_env.spaces.rnn_cell import RNNCellArchitecture, RNNCellSpace, paper_example
 
@@ -33,11 +36,11 @@ def corpus(data_root: Path) -> PTBCorpus:
     return load_ptb_corpus(data_root / "ptb")
 
 
-def train(corpus: PTBCorpus, arch: RNNCellArchitecture, budget: LMBudget, **kwargs):
-    data = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, budget)
+def train(corpus: PTBCorpus, arch: RNNCellArchitecture, recipe: LMRecipe, **kwargs):
+    data = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, recipe)
     torch.manual_seed(0)
-    model = RNNLanguageModel(arch, corpus.vocab_size, budget.embed_size, budget.hidden_size, budget.dropout)
-    return train_language_model(model, data, budget, **kwargs)
+    model = RNNLanguageModel(arch, corpus.vocab_size, recipe.embed_size, recipe.hidden_size, recipe.dropout)
+    return train_language_model(model, data, recipe, **kwargs)
 
 
 def unigram_perplexity(corpus: PTBCorpus, train_tokens: int, val_tokens: int) -> float:
@@ -48,8 +51,8 @@ def unigram_perplexity(corpus: PTBCorpus, train_tokens: int, val_tokens: int) ->
 
 
 def test_a_searched_cell_learns_context_on_real_ptb(corpus: PTBCorpus) -> None:
-    budget = LMBudget(epochs=3, train_tokens=30_000, val_tokens=5_000, embed_size=64, hidden_size=64, bptt=20)
-    outcome = train(corpus, TANH_CELL, budget)
+    recipe = LMRecipe(epochs=3, train_tokens=30_000, val_tokens=5_000, embed_size=64, hidden_size=64, bptt=20)
+    outcome = train(corpus, TANH_CELL, recipe)
     assert outcome.status is Status.OK and outcome.epochs_done == 3
     bar = unigram_perplexity(corpus, 30_000, 5_000)  # ~840; uniform guessing would be 10,000
     assert outcome.val_curve[-1] < 0.9 * bar, (outcome.val_curve, bar)
@@ -58,27 +61,27 @@ def test_a_searched_cell_learns_context_on_real_ptb(corpus: PTBCorpus) -> None:
 
 
 def test_an_exploding_cell_ends_diverged_not_raised(corpus: PTBCorpus) -> None:
-    outcome = train(corpus, EXPLODING_CELL, resolve_lm_budget("tiny"))
+    outcome = train(corpus, EXPLODING_CELL, resolve_lm_recipe("tiny"))
     assert outcome.status is Status.DIVERGED and "non-finite" in (outcome.error or "")
 
 
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(corpus: PTBCorpus, tmp_path: Path) -> None:
-    two = LMBudget(epochs=2, train_tokens=4_000, val_tokens=1_000, embed_size=32, hidden_size=32, batch_size=10,
+    two = LMRecipe(epochs=2, train_tokens=4_000, val_tokens=1_000, embed_size=32, hidden_size=32, batch_size=10,
                    bptt=10, lr_schedule="constant")  # fmt: skip
     straight = train(corpus, paper_example(), two)
     ckpt = tmp_path / "child.ckpt"
-    first = train(corpus, paper_example(), LMBudget.from_dict({**two.to_dict(), "epochs": 1}), checkpoint_path=ckpt)
+    first = train(corpus, paper_example(), LMRecipe.from_dict({**two.to_dict(), "epochs": 1}), checkpoint_path=ckpt)
     assert first.epochs_done == 1 and ckpt.exists()
     resumed = train(corpus, paper_example(), two, checkpoint_path=ckpt)  # a fresh model: weights come from the file
     assert resumed.resumed_from_epoch == 1
     assert resumed.val_curve == pytest.approx(straight.val_curve, rel=1e-6)
-    other = LMBudget.from_dict({**two.to_dict(), "hidden_size": 16, "embed_size": 16})
-    with pytest.raises(ValueError, match="another budget"):
+    other = LMRecipe.from_dict({**two.to_dict(), "hidden_size": 16, "embed_size": 16})
+    with pytest.raises(ValueError, match="another recipe"):
         train(corpus, paper_example(), other, checkpoint_path=ckpt)
 
 
 def test_evaluator_reward_is_the_papers_and_runs_are_reproducible(data_root: Path) -> None:
-    evaluator = PTBEvaluator(budget="tiny", data_dir=data_root / "ptb", device="cpu")
+    evaluator = PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cpu")
     first, second = evaluator.evaluate(TANH_CELL), evaluator.evaluate(TANH_CELL)
     assert first.ok and first.metric == min(first.curve) and 10 < first.metric < 10_000
     assert first.reward == pytest.approx(80.0 / first.metric**2)
@@ -86,23 +89,23 @@ def test_evaluator_reward_is_the_papers_and_runs_are_reproducible(data_root: Pat
     assert first.curve == second.curve  # same seed, same config: the same numbers
     failed = evaluator.evaluate(EXPLODING_CELL)
     assert failed.status is Status.DIVERGED and failed.reward == evaluator.failure_reward
-    assert PTBEvaluator(budget="cpu-demo").fingerprint() != evaluator.fingerprint()
+    assert PTBEvaluator(recipe="cpu-demo").fingerprint() != evaluator.fingerprint()
     assert reward_from_perplexity(math.inf) == 0.0
 
 
-def test_bad_budgets_are_named() -> None:
-    with pytest.raises(ValueError, match="unknown language-model budget preset 'huge'"):
-        PTBEvaluator(budget="huge")
-    with pytest.raises(ValueError, match="LMBudget.bptt must be an integer >= 1"):
-        LMBudget(bptt=0)
-    with pytest.raises(ValueError, match="LMBudget field"):
-        resolve_lm_budget({"epochs": 1, "layers": 2})
+def test_bad_recipes_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown language-model recipe preset 'huge'"):
+        PTBEvaluator(recipe="huge")
+    with pytest.raises(ValueError, match="LMRecipe.bptt must be an integer >= 1"):
+        LMRecipe(bptt=0)
+    with pytest.raises(ValueError, match="LMRecipe field"):
+        resolve_lm_recipe({"epochs": 1, "layers": 2})
     with pytest.raises(ValueError, match="reward_c"):
         PTBEvaluator(reward_c=-1)
 
 
 def test_the_ptb_env_trains_a_child_at_its_terminal_step(data_root: Path) -> None:
-    env = gym.make("NAS-PTB-v0", num_leaves=2, budget="tiny", device="cpu", data_dir=str(data_root / "ptb"))
+    env = gym.make("NAS-PTB-v0", num_leaves=2, recipe="tiny", device="cpu", data_dir=str(data_root / "ptb"))
     space = env.unwrapped.space
     assert isinstance(space, RNNCellSpace) and space.num_steps == 10
     env.reset(seed=0)
@@ -116,9 +119,26 @@ def test_the_ptb_env_trains_a_child_at_its_terminal_step(data_root: Path) -> Non
 def test_nas_search_on_ptb_from_the_command_line(data_root: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-PTB-v0", "--agent", "reinforce", "--budget", "3",
-         "--train-budget", "tiny", "--env-kwargs", '{"num_leaves": 2}', "--executor", "inline", "--no-progress",
+         "--recipe", "tiny", "--env-kwargs", '{"num_leaves": 2}', "--executor", "inline", "--no-progress",
          "--data-dir", str(data_root / "ptb"), "--run-dir", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "3/3 evaluations, finished" in done.stdout and "val ppl" in done.stdout
+
+
+def test_prepare_checks_device_data_and_recipe_without_training(data_root: Path, tmp_path: Path) -> None:
+    PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cpu").prepare()
+    with pytest.raises(DatasetNotFoundError, match=f"Searched: {tmp_path}") as info:
+        PTBEvaluator(recipe="tiny", data_dir=tmp_path, device="cpu", download=False).prepare()
+    assert "\n" not in str(info.value)
+    bad = tmp_path / "ptb"
+    shutil.copytree(data_root / "ptb", bad)
+    (bad / "ptb.valid.txt").write_bytes((data_root / "ptb" / "ptb.valid.txt").read_bytes()[:1000])
+    with pytest.raises(CorruptDatasetError, match=r"ptb\.valid\.txt: SHA256 checksum differs"):
+        PTBEvaluator(recipe="tiny", data_dir=bad, device="cpu").prepare()
+    with pytest.raises(SetupError, match="recipe does not fit Penn Treebank: too few tokens"):
+        PTBEvaluator(recipe={"train_tokens": 2, "batch_size": 20}, data_dir=data_root / "ptb", device="cpu").prepare()
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="device 'cuda' requested but torch sees no CUDA device"):
+            PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cuda").prepare()

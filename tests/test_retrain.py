@@ -28,9 +28,9 @@ def nas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> Path:
-    """A finished 3-child random search on real CIFAR-10 images (tiny budget)."""
+    """A finished 3-child random search on real CIFAR-10 images (tiny recipe)."""
     run_dir = tmp_path_factory.mktemp("retrain") / "run"
-    done = nas("search", "--agent", "random", "--budget", "3", "--train-budget", "tiny", "--layers", "3",
+    done = nas("search", "--agent", "random", "--budget", "3", "--recipe", "tiny", "--layers", "3",
                "--executor", "inline", "--no-progress", "--data-dir", str(cifar_dir), "--run-dir", str(run_dir))  # fmt: skip
     assert done.returncode == 0, done.stderr
     return run_dir
@@ -38,7 +38,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def retrained(searched: Path) -> Path:
-    retrain(searched, top=2, grid=GRID, budget="tiny", executor={"executor": "inline"}, device="cpu", log=None)
+    retrain(searched, top=2, grid=GRID, recipe="tiny", executor={"executor": "inline"}, device="cpu", log=None)
     return searched
 
 
@@ -65,7 +65,7 @@ def test_running_it_again_trains_nothing(retrained: Path) -> None:
     store_path = retrained / "retrain" / "store.sqlite"
     with ResultStore(store_path) as store:
         before = store.count()
-    rows = retrain(retrained, top=2, grid=GRID, budget="tiny", executor={"executor": "inline"}, device="cpu", log=None)
+    rows = retrain(retrained, top=2, grid=GRID, recipe="tiny", executor={"executor": "inline"}, device="cpu", log=None)
     with ResultStore(store_path) as store:
         assert store.count() == before == 4
     assert [r.test_accuracy for r in rows] == [r["test_accuracy"] for r in read_summary(retrained)["rows"]]

@@ -85,9 +85,9 @@ def test_check_env_passes_on_every_registered_env(env_id: str, data_root: Path) 
     assert registered == sorted([CIFAR10_ID, NB201_ID, SYNTHETIC_ID, PTB_ID]), "a new env id needs a check_env case"
     kwargs: dict[str, Any] = {}
     if env_id == CIFAR10_ID:
-        kwargs = {"budget": "tiny", "device": "cpu", "data_dir": str(data_root / "cifar10-subset")}
+        kwargs = {"recipe": "tiny", "device": "cpu", "data_dir": str(data_root / "cifar10-subset")}
     if env_id == PTB_ID:
-        kwargs = {"budget": "tiny", "device": "cpu", "data_dir": str(data_root / "ptb"), "num_leaves": 2}
+        kwargs = {"recipe": "tiny", "device": "cpu", "data_dir": str(data_root / "ptb"), "num_leaves": 2}
     env = gym.make(env_id, **kwargs)
     check_env(env.unwrapped, warn=True)
     check_env(env, warn=True)

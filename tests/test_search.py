@@ -149,7 +149,7 @@ def test_kill_9_mid_search_then_resume_loses_nothing_and_trains_nothing_twice(
 def test_cli_runs_the_three_agents_on_real_cifar10(tmp_path: Path, data_root: Path) -> None:
     for agent in ("reinforce", "random", "evolution"):
         out = subprocess.run(
-            _nas("search", "--env", "NAS-CIFAR10-v0", "--agent", agent, "--budget", "2", "--train-budget", "tiny",
+            _nas("search", "--env", "NAS-CIFAR10-v0", "--agent", agent, "--budget", "2", "--recipe", "tiny",
                  "--layers", "2", "--device", "cpu", "--data-dir", str(data_root / "cifar10-subset"),
                  "--executor", "inline", "--run-dir", str(tmp_path / agent), "--no-progress"),
             capture_output=True, text=True, timeout=300,

@@ -1,10 +1,12 @@
-"""The fast child trainer on real CIFAR-10 images with tiny budgets: it learns, stops on divergence,
+"""The fast child trainer on real CIFAR-10 images with tiny recipes: it learns, stops on divergence,
 resumes from its checkpoint, and is reproducible on CPU."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,15 @@ import torch
 
 from nas_env.children import build_cnn
 from nas_env.data import load_cifar10, train_val_split
+from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError
+from nas_env.errors import DeviceError, SetupError
+from nas_env.evaluators import TrainingEvaluator
 from nas_env.results import Status
 from nas_env.spaces import CNNArchitecture, ConvLayer
 from nas_env.training import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    TrainingBudget,
+    TrainingRecipe,
     TrainingOutcome,
     crop_padding,
     learning_rate,
@@ -38,7 +43,7 @@ SMALL_NET = CNNArchitecture(
     )
 )
 TINY_NET = CNNArchitecture((ConvLayer(3, 3, 24), ConvLayer(3, 3, 24, 2, 2, inputs=(0,))))
-TINY = TrainingBudget(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
+TINY = TrainingRecipe(epochs=2, train_images=512, val_images=200, resolution=8, batch_size=64, lr=0.05)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,16 +57,16 @@ def cifar(cifar_dir: Path) -> tuple[np.ndarray, ...]:
     return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
 
 
-def run(arch: CNNArchitecture, cifar, budget: TrainingBudget, seed: int = 0, **kwargs) -> TrainingOutcome:
-    data = prepare_data(*cifar, budget, seed=0)
+def run(arch: CNNArchitecture, cifar, recipe: TrainingRecipe, seed: int = 0, **kwargs) -> TrainingOutcome:
+    data = prepare_data(*cifar, recipe, seed=0)
     torch.manual_seed(seed)
-    return train_child(build_cnn(arch), data, budget, seed=seed, **kwargs)
+    return train_child(build_cnn(arch), data, recipe, seed=seed, **kwargs)
 
 
 # -------------------------------------------------------------------------------------- real training
 def test_small_net_learns_cifar10(cifar) -> None:
-    budget = TrainingBudget(epochs=3, train_images=4000, resolution=16, batch_size=64, lr=0.05)
-    out = run(SMALL_NET, cifar, budget)
+    recipe = TrainingRecipe(epochs=3, train_images=4000, resolution=16, batch_size=64, lr=0.05)
+    out = run(SMALL_NET, cifar, recipe)
     print(f"val curve {out.val_curve}, {out.train_images_per_s:.0f} img/s, {out.wall_time_s:.1f} s")
     assert out.status is Status.OK and out.error is None
     assert out.epochs_done == 3 and len(out.val_curve) == 3
@@ -72,11 +77,11 @@ def test_small_net_learns_cifar10(cifar) -> None:
 
 
 def test_divergence_stops_at_once(cifar) -> None:
-    budget = TrainingBudget(epochs=5, train_images=512, val_images=100, resolution=8, batch_size=32, lr=1e6)
-    out = run(TINY_NET, cifar, budget)
+    recipe = TrainingRecipe(epochs=5, train_images=512, val_images=100, resolution=8, batch_size=32, lr=1e6)
+    out = run(TINY_NET, cifar, recipe)
     assert out.status is Status.DIVERGED
     assert "non-finite" in out.error
-    assert out.epochs_done < budget.epochs and len(out.val_curve) == out.epochs_done
+    assert out.epochs_done < recipe.epochs and len(out.val_curve) == out.epochs_done
 
 
 # -------------------------------------------------------------------------------------- checkpointing
@@ -86,14 +91,14 @@ def test_checkpoint_then_resume_with_more_epochs(cifar, tmp_path: Path) -> None:
     assert first.status is Status.OK and first.resumed_from_epoch == 0 and path.exists()
     assert [p.name for p in path.parent.iterdir()] == ["child.pt"]  # no temp file left behind
 
-    longer = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
+    longer = TrainingRecipe.from_dict({**TINY.to_dict(), "epochs": 3})
     second = run(TINY_NET, cifar, longer, checkpoint_path=path)
     assert second.status is Status.OK
     assert second.resumed_from_epoch == 2
     assert second.epochs_done == 3 and len(second.val_curve) == 3
     assert second.val_curve[:2] == first.val_curve
 
-    other = TrainingBudget.from_dict({**TINY.to_dict(), "lr": 0.01})
+    other = TrainingRecipe.from_dict({**TINY.to_dict(), "lr": 0.01})
     with pytest.raises(ValueError, match="lr"):
         run(TINY_NET, cifar, other, checkpoint_path=path)
 
@@ -104,12 +109,12 @@ class Preempted(Exception):
 
 def test_resume_after_preemption_is_exact(cifar, tmp_path: Path) -> None:
     """A job killed after epoch 1 and restarted ends with the same curve and weights as an uninterrupted one."""
-    budget = TrainingBudget.from_dict({**TINY.to_dict(), "epochs": 3})
-    data = prepare_data(*cifar, budget, seed=0)
+    recipe = TrainingRecipe.from_dict({**TINY.to_dict(), "epochs": 3})
+    data = prepare_data(*cifar, recipe, seed=0)
 
     torch.manual_seed(0)
     straight_model = build_cnn(TINY_NET)
-    straight = train_child(straight_model, data, budget, seed=3)
+    straight = train_child(straight_model, data, recipe, seed=3)
 
     def kill_after_first_epoch(record: dict) -> None:
         if record["epoch"] == 1:
@@ -118,10 +123,10 @@ def test_resume_after_preemption_is_exact(cifar, tmp_path: Path) -> None:
     path = tmp_path / "child.pt"
     torch.manual_seed(0)
     with pytest.raises(Preempted):
-        train_child(build_cnn(TINY_NET), data, budget, seed=3, checkpoint_path=path, log=kill_after_first_epoch)
+        train_child(build_cnn(TINY_NET), data, recipe, seed=3, checkpoint_path=path, log=kill_after_first_epoch)
     torch.manual_seed(0)
     resumed_model = build_cnn(TINY_NET)
-    resumed = train_child(resumed_model, data, budget, seed=3, checkpoint_path=path)
+    resumed = train_child(resumed_model, data, recipe, seed=3, checkpoint_path=path)
 
     assert resumed.resumed_from_epoch == 1
     assert resumed.val_curve == straight.val_curve
@@ -174,25 +179,25 @@ def test_normalize_uses_cifar_statistics() -> None:
 
 
 def test_prepare_data_subsets_and_downsamples(cifar) -> None:
-    budget = TrainingBudget(train_images=300, val_images=50, resolution=16)
-    data = prepare_data(*cifar, budget, seed=1)
+    recipe = TrainingRecipe(train_images=300, val_images=50, resolution=16)
+    data = prepare_data(*cifar, recipe, seed=1)
     assert data.train_images.shape == (300, 3, 16, 16) and data.val_images.shape == (50, 3, 16, 16)
     assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
     assert data.train_images.is_contiguous(memory_format=torch.channels_last)
     assert data.resolution == 16 and data.num_train == 300 and data.num_val == 50
-    again = prepare_data(*cifar, budget, seed=1)
+    again = prepare_data(*cifar, recipe, seed=1)
     assert torch.equal(data.train_images, again.train_images)
     # the antialiased downsample keeps each image's mean colour
-    full = prepare_data(*cifar, TrainingBudget(train_images=300, val_images=50), seed=1)
+    full = prepare_data(*cifar, TrainingRecipe(train_images=300, val_images=50), seed=1)
     diff = (full.train_images.float().mean((2, 3)) - data.train_images.float().mean((2, 3))).abs()
     assert diff.max() < 2.0
     with pytest.raises(ValueError, match="resolution"):
-        prepare_data(*cifar, TrainingBudget(resolution=64), seed=1)
+        prepare_data(*cifar, TrainingRecipe(resolution=64), seed=1)
     with pytest.raises(ValueError, match="train_images"):
-        prepare_data(*cifar, TrainingBudget(train_images=10**6), seed=1)
+        prepare_data(*cifar, TrainingRecipe(train_images=10**6), seed=1)
 
 
-def test_budget_validation_names_the_field() -> None:
+def test_recipe_validation_names_the_field() -> None:
     for field, value in [
         ("epochs", 0),
         ("epochs", 2.5),
@@ -208,23 +213,23 @@ def test_budget_validation_names_the_field() -> None:
         ("nesterov", 1),
     ]:
         with pytest.raises(ValueError, match=field):
-            TrainingBudget(**{field: value})
+            TrainingRecipe(**{field: value})
     with pytest.raises(ValueError, match="nesterov"):
-        TrainingBudget(momentum=0.0)
+        TrainingRecipe(momentum=0.0)
     with pytest.raises(ValueError, match="unknown"):
-        TrainingBudget.from_dict({"epochs": 3, "learning_rate": 0.1})
-    budget = TrainingBudget(epochs=3, train_images=100, resolution=16)
-    assert TrainingBudget.from_dict(budget.to_dict()) == budget
-    paper = TrainingBudget()
+        TrainingRecipe.from_dict({"epochs": 3, "learning_rate": 0.1})
+    recipe = TrainingRecipe(epochs=3, train_images=100, resolution=16)
+    assert TrainingRecipe.from_dict(recipe.to_dict()) == recipe
+    paper = TrainingRecipe()
     assert (paper.epochs, paper.lr, paper.momentum, paper.weight_decay, paper.nesterov) == (50, 0.1, 0.9, 1e-4, True)
 
 
 def test_learning_rate_schedule_and_crop_padding() -> None:
-    budget = TrainingBudget(lr=0.1)
-    assert learning_rate(budget, 0, 100) == pytest.approx(0.1)
-    assert learning_rate(budget, 50, 100) == pytest.approx(0.05)
-    assert learning_rate(budget, 100, 100) == pytest.approx(0.0)
-    assert learning_rate(TrainingBudget(lr_schedule="constant"), 70, 100) == 0.1
+    recipe = TrainingRecipe(lr=0.1)
+    assert learning_rate(recipe, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(recipe, 50, 100) == pytest.approx(0.05)
+    assert learning_rate(recipe, 100, 100) == pytest.approx(0.0)
+    assert learning_rate(TrainingRecipe(lr_schedule="constant"), 70, 100) == 0.1
     assert (crop_padding(32), crop_padding(16), crop_padding(8)) == (4, 2, 1)
 
 
@@ -237,3 +242,46 @@ def test_data_on_another_device_is_refused(cifar) -> None:
 def test_bf16_autocast_runs_on_cpu(cifar) -> None:
     out = run(TINY_NET, cifar, TINY, amp=True)
     assert out.status is Status.OK and len(out.val_curve) == 2
+
+
+# -------------------------------------------------------------------------------------- preflight
+def test_prepare_refuses_an_empty_data_dir_without_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match=f"CIFAR-10 not found. Searched: {empty}") as info:
+        TrainingEvaluator(recipe="tiny", data_dir=empty, device="cpu", download=False).prepare()
+    assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
+    # the same through NAS_DATA_DIR, with an empty cache and downloads off
+    monkeypatch.setenv("NAS_DATA_DIR", str(empty))
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DatasetNotFoundError, match="allow download"):
+        TrainingEvaluator(recipe="tiny", device="cpu", download=False).prepare()
+
+
+def test_prepare_names_a_truncated_batch_file(cifar_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "cifar10-subset"
+    shutil.copytree(cifar_dir, copy)
+    batch = copy / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
+    start = time.perf_counter()
+    with pytest.raises(CorruptDatasetError, match="data_batch_3: not a readable pickle, maybe truncated") as info:
+        TrainingEvaluator(recipe="tiny", data_dir=copy, device="cpu", download=False).prepare()
+    assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
+    assert time.perf_counter() - start < 10
+
+
+def test_prepare_refuses_cuda_on_a_machine_without_it(cifar_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(DeviceError, match=f"device '{device}' requested but torch sees no CUDA device") as info:
+            TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device=device).prepare()
+        assert "\n" not in str(info.value)
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device="gpu").prepare()
+
+
+def test_prepare_accepts_real_data_and_refuses_a_recipe_it_cannot_fill(cifar_dir: Path) -> None:
+    TrainingEvaluator(recipe="tiny", data_dir=cifar_dir, device="cpu").prepare()
+    with pytest.raises(SetupError, match="train_images=1000000 but the CIFAR-10 split has 4996"):
+        TrainingEvaluator(recipe={"train_images": 10**6}, data_dir=cifar_dir, device="cpu").prepare()

@@ -11,13 +11,15 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from nas_env.errors import SetupError
+
 DATA_DIR_ENV = "NAS_DATA_DIR"
 CACHE_DIR_ENV = "NAS_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/nas-rl")
 
 
-class DatasetError(Exception):
-    """Base class for every problem with finding or reading a dataset."""
+class DatasetError(SetupError):
+    """Base class for every problem with finding or reading a dataset: a setup error (the search stops)."""
 
 
 class DatasetNotFoundError(DatasetError):
