@@ -49,9 +49,6 @@ from slurm.dispatch import Completed, Dispatcher, ExecutorConfig, Task
 #: the core's counters in the store's ``state`` table
 CORE_STATE = "search_core"
 
-#: the status of a result that reports a setup problem on a worker (see nas_env.errors.SetupError)
-SETUP_STATUS = "setup_error"
-
 
 @dataclass
 class SearchSummary:
@@ -125,7 +122,8 @@ class SearchCore:
             self.space, self.evaluator, self.env = make_env_parts(self.config.env_id, self.config.env_kwargs)
             self.fingerprint = self.evaluator.fingerprint()
             self.executor_config = ExecutorConfig(**self.config.executor)
-            getattr(self.evaluator, "prepare", lambda: None)()  # dataset read and verified once, here, not in every child
+            # the dataset read and verified once, here, not in every child; the device where children run here
+            self.evaluator.prepare(check_device=self.executor_config.executor != "slurm")
             self.dispatcher = Dispatcher(self.executor_config, self.run.jobs_path)
             self.dispatcher.check()  # a bad cluster setting is an error before anything is submitted
             if self.store is None:
@@ -285,7 +283,7 @@ class SearchCore:
         if not pids:
             return  # a duplicate job from before a crash: its result is already told
         result = completed.result
-        if result.status.value == SETUP_STATUS:
+        if result.status is Status.SETUP:
             first_line = (result.error or "").strip().splitlines()[-1:] or ["setup error"]
             raise SetupError(
                 f"a child could not start on its worker (job {completed.job_id}): {first_line[0]}; the search "

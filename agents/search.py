@@ -83,7 +83,7 @@ class Search:
         return self.core.dispatcher
 
     # ------------------------------------------------------------------ public
-    def run(self, progress: bool | None = None) -> SearchSummary:
+    def run(self) -> SearchSummary:
         """Search until ``budget`` evaluations are told (or a time budget is spent and nothing is in flight)."""
         core = self.core
         while not core.done():

@@ -55,12 +55,14 @@ class Evaluator(abc.ABC):
         blob = json.dumps({"class": type(self).__name__, **self.config()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def prepare(self) -> None:
+    def prepare(self, check_device: bool = True) -> None:
         """Check the machine, data and settings, once, in the driver before any child is submitted.
 
         Raises a :class:`~nas_env.errors.SetupError` naming the problem (an absent device, a missing or
         corrupt dataset, a recipe the data cannot satisfy), so a search stops before it trains anything
-        instead of recording every child as failed. The default checks nothing.
+        instead of recording every child as failed. ``check_device``: whether the children run on this
+        machine, so its devices are theirs (False for a driver that submits to SLURM). The default checks
+        nothing.
         """
 
     def __call__(self, arch: Architecture) -> EvalResult:
@@ -260,12 +262,13 @@ class TrainingEvaluator(Evaluator):
             "num_val": self.num_val,
         }
 
-    def prepare(self) -> None:
+    def prepare(self, check_device: bool = True) -> None:
         """Check the device, find CIFAR-10 (downloading it once if allowed), read and verify every
         training batch file, and check the recipe's image counts fit the split; SetupError otherwise."""
         from nas_env.data.cifar10 import load_cifar10_splits
 
-        resolve_device(self.device)
+        if check_device:  # not where the children run elsewhere (a SLURM driver on a login node)
+            resolve_device(self.device)
         splits = load_cifar10_splits(self.data_dir, num_val=self.num_val, seed=self.split_seed, download=self.download)
         r = self.recipe
         for field, wanted, have in (("train_images", r.train_images, len(splits.train_labels)),

@@ -70,13 +70,14 @@ class PTBEvaluator(Evaluator):
             "reward_last_epochs": self.reward_last_epochs,
         }
 
-    def prepare(self) -> None:
+    def prepare(self, check_device: bool = True) -> None:
         """Check the device, find PTB (downloading it once if allowed), read and verify its files, and
         check the recipe's token counts make batches; SetupError otherwise."""
         from nas_env.data.ptb import load_ptb_corpus
         from nas_env.lm_training import prepare_lm_data
 
-        resolve_device(self.device)
+        if check_device:  # not where the children run elsewhere (a SLURM driver on a login node)
+            resolve_device(self.device)
         corpus = load_ptb_corpus(self.data_dir, download=self.download)
         try:
             prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, self.recipe, device="cpu")

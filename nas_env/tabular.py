@@ -262,7 +262,7 @@ class TabularEvaluator(Evaluator):
     def table(self) -> NB201Table:
         return NB201Table.load(self.table_path)
 
-    def prepare(self) -> None:
+    def prepare(self, check_device: bool = True) -> None:
         """Check the table is readable and has this dataset's reward column (TableError otherwise)."""
         self._check_columns(self.table())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.run_dir import RunDir, SearchConfig
+from agents.run_dir import RunDir, RunDirError, SearchConfig
 from agents.search import Search
 from nas_env.results import Status
 from nas_env.store import ResultStore
@@ -20,7 +20,7 @@ from nas_env.store import ResultStore
 
 def _run(run_dir: Path, config: SearchConfig) -> Search:
     search = Search(run_dir, config)
-    search.run(progress=False)
+    search.run()
     search.close()
     return search
 
@@ -62,10 +62,10 @@ def test_repeats_are_answered_from_the_store(tmp_path: Path) -> None:
 
 
 def test_failures_are_rewards_and_the_search_goes_on(tmp_path: Path, data_root: Path) -> None:
-    budget = {"epochs": 3, "train_images": 512, "val_images": 64, "resolution": 8, "batch_size": 32, "lr": 1e6}
+    recipe = {"epochs": 3, "train_images": 512, "val_images": 64, "resolution": 8, "batch_size": 32, "lr": 1e6}
     config = SearchConfig(
         env_id="NAS-CIFAR10-v0",
-        env_kwargs={"budget": budget, "device": "cpu", "num_layers": 2, "failure_reward": -0.25,
+        env_kwargs={"recipe": recipe, "device": "cpu", "num_layers": 2, "failure_reward": -0.25,
                     "data_dir": str(data_root / "cifar10-subset")},
         agent="random", budget=3, executor=INLINE,
     )
@@ -92,10 +92,15 @@ def test_curriculum_grows_the_depth_on_schedule(tmp_path: Path) -> None:
 def test_a_different_config_in_an_existing_run_dir_is_refused(tmp_path: Path) -> None:
     config = SearchConfig(env_id="NAS-Synthetic-v0", agent="random", budget=2, executor=INLINE)
     _run(tmp_path / "run", config)
-    with pytest.raises(ValueError, match="different search"):
+    with pytest.raises(RunDirError, match="holds a search with seed=0, not 1; a resumed search may change only"):
         Search(tmp_path / "run", SearchConfig(**{**config.to_dict(), "seed": 1}))
-    with pytest.raises(FileNotFoundError, match="not a run directory"):
+    with pytest.raises(RunDirError, match="holds a search with env_id='NAS-Synthetic-v0', not 'NAS-Bench-201-v0'"):
+        Search(tmp_path / "run", SearchConfig(**{**config.to_dict(), "env_id": "NAS-Bench-201-v0"}))
+    with pytest.raises(RunDirError, match="not a run directory"):
         Search(tmp_path / "nothing-here")
+    resumed = Search(tmp_path / "run", SearchConfig(**{**config.to_dict(), "budget": 5}))  # limits may change
+    assert resumed.run().evaluations == 5
+    resumed.close()
 
 
 def _nas(*args: str) -> list[str]:
