@@ -22,9 +22,11 @@ from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
 from slurm import Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path
+from slurm.job import EvaluateTask, claim_path
+from slurm.local_backend import LocalBackend
 from slurm import faults
 from slurm.check import parse_time_limit
-from slurm.claims import claim_task, read_claim, release_claim
+from slurm.claims import SETTLED, claim_task, claimed_by, clear_settled_claim, read_claim, settle_claim
 from slurm.local_backend import controller_alive
 
 EXECUTORS = ["local", "inline"]
@@ -238,6 +240,14 @@ def trained_keys(log: Path) -> list[str]:
     return [json.loads(line)["key"] for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def wait_for_file(path: Path, timeout: float = 120) -> None:
+    """Wait until ``path`` exists (``timeout`` only bounds a hang; it is not the expected time)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
 def wait_until_ended(job_ids: list[str], timeout: float = 60) -> None:
     pids = [int(job_id.rsplit("-", 1)[1]) for job_id in job_ids]
     deadline = time.monotonic() + timeout
@@ -273,9 +283,83 @@ def test_a_task_submitted_again_after_its_job_id_was_lost_is_trained_once(tmp_pa
         assert done[key].result.reward == pytest.approx(expected_reward(evaluator, arch))
     assert done["raced"].job_id in (orphan_ids[0], twin_id)
     assert done["claimed"].job_id == orphan_ids[1]
-    assert dispatcher.claimed("raced") is None and dispatcher.claimed("claimed") is None  # released
+    # collected: the claims stay as tombstones of the jobs that trained
+    for key in ("raced", "claimed"):
+        assert dispatcher.claimed(key) == done[key].job_id
+        assert read_claim(claim_path(folder, key))[SETTLED] == "ok"
     wait_until_ended(orphan_ids + [twin_id, claimed_twin_id])
     assert sorted(trained_keys(log)) == sorted([SPACE.key(raced), SPACE.key(claimed)])
+
+
+def start_orphan_job(folder: Path, key: str, evaluator, arch) -> str:
+    """Start a job for ``key`` the way a lost driver's submission would start late: straight through the
+    backend, so no dispatcher clears or knows anything; returns its job id."""
+    backend = LocalBackend(ExecutorConfig(executor="local", time_limit_min=5), folder.absolute())
+    function = EvaluateTask(key, evaluator, arch, str(checkpoint_path(folder, key)), str(claim_path(folder, key)))
+    ((job_id, _),) = backend.submit([function])
+    return job_id
+
+
+def test_a_twin_starting_after_the_result_was_collected_does_not_train(tmp_path: Path) -> None:
+    """The claim of a collected task stays as a tombstone: a twin job that starts afterwards (submitted
+    by a driver that died before recording it) returns at once instead of training the task again."""
+    log, folder = tmp_path / "trained.jsonl", tmp_path / "jobs"
+    evaluator = SyntheticEvaluator(SPACE, target_seed=8, epochs=2, seconds_per_epoch=0.1, log_path=log)
+    (arch,) = archs(1, offset=40)
+    dispatcher = make("local", folder)
+    (owner_id,) = dispatcher.submit([Task("late", evaluator, arch)])
+    first = collect(dispatcher, 1)["late"]
+    assert first.result.ok and first.job_id == owner_id
+    assert trained_keys(log) == [SPACE.key(arch)]
+    assert dispatcher.claimed("late") == owner_id  # kept after the collect, settled
+    assert read_claim(claim_path(folder, "late"))[SETTLED] == "ok"
+
+    orphan_id = start_orphan_job(folder, "late", evaluator, arch)
+    wait_until_ended([orphan_id])
+    orphan_paths = LocalBackend(ExecutorConfig(executor="local"), folder.absolute())._paths(orphan_id)
+    kind, value = faults.read_outcome(orphan_paths.result_pickle)
+    assert kind == "success" and value.status is Status.NOT_STARTED, value
+    assert claimed_by(value) is not None and claimed_by(value)["job_id"] == owner_id.rsplit("-", 1)[1]
+    assert trained_keys(log) == [SPACE.key(arch)]  # the twin trained nothing
+    assert not checkpoint_path(folder, "late").exists()
+
+    # a driver watching the twin follows the tombstone to the owner and gets the owner's result
+    watcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2), folder)
+    watcher.reattach({"late": orphan_id})
+    again = collect(watcher, 1)["late"]
+    assert again.job_id == owner_id and again.result.ok
+    assert again.result.reward == pytest.approx(first.result.reward)
+    assert trained_keys(log) == [SPACE.key(arch)]
+
+
+def test_a_deliberate_resubmission_after_an_uncacheable_result_trains(tmp_path: Path) -> None:
+    """A key submitted again after a result that is not cacheable (here: cancelled while training) runs:
+    submit() clears the tombstone of the earlier attempt; a late twin of either attempt still trains nothing."""
+    log, folder = tmp_path / "trained.jsonl", tmp_path / "jobs"
+    endless = SyntheticEvaluator(SPACE, target_seed=8, epochs=100_000, seconds_per_epoch=0.05, log_path=log)
+    quick = SyntheticEvaluator(SPACE, target_seed=8, epochs=2, seconds_per_epoch=0.05, log_path=log)
+    (arch,) = archs(1, offset=50)
+    dispatcher = make("local", folder)
+    (first_id,) = dispatcher.submit([Task("again", endless, arch)])
+    wait_for_file(checkpoint_path(folder, "again"))  # the job has claimed the task and trains
+    dispatcher.cancel("again")
+    cancelled = collect(dispatcher, 1)["again"]
+    assert cancelled.result.status is Status.CANCELLED and cancelled.job_id == first_id
+    assert read_claim(claim_path(folder, "again"))[SETTLED] == "cancelled"
+    assert dispatcher.claimed("again") == first_id
+
+    (second_id,) = dispatcher.submit([Task("again", quick, arch)])
+    done = collect(dispatcher, 1)["again"]
+    assert done.result.ok, done.result.error
+    assert done.job_id == second_id != first_id
+    assert done.result.reward == pytest.approx(expected_reward(quick, arch))
+    assert done.result.extra["resumed_from_epoch"] >= 1  # resumed from the cancelled attempt's checkpoint
+    assert trained_keys(log) == [SPACE.key(arch)]  # trained by the new attempt (the first never finished)
+    assert dispatcher.claimed("again") == second_id
+    assert read_claim(claim_path(folder, "again"))[SETTLED] == "ok"
+
+    wait_until_ended([start_orphan_job(folder, "again", quick, arch)])
+    assert trained_keys(log) == [SPACE.key(arch)]
 
 
 def test_claims_are_atomic_kept_by_a_requeued_job_and_taken_over_when_unreadable(tmp_path: Path) -> None:
@@ -285,10 +369,15 @@ def test_claims_are_atomic_kept_by_a_requeued_job_and_taken_over_when_unreadable
     assert claim_task(path, first) is None  # the same job again (requeued): still its own
     assert claim_task(path, second) == first
     assert read_claim(path) == first and not list(path.parent.glob(".*"))  # no files left aside
+    assert clear_settled_claim(path) is None and read_claim(path) == first  # a live claim is never cleared
+    assert not settle_claim(path, second, "ok") and read_claim(path) == first  # not the owner's: unchanged
+    assert settle_claim(path, first, "timeout") and read_claim(path) == {**first, SETTLED: "timeout"}
+    assert claim_task(path, second) == {**first, SETTLED: "timeout"}  # a tombstone still turns twins away
+    assert clear_settled_claim(path) == {**first, SETTLED: "timeout"} and read_claim(path) is None
+    assert claim_task(path, second) is None and read_claim(path) == second  # a new attempt claims afresh
     path.write_text("{not json")
-    assert claim_task(path, second) is None and read_claim(path) == second
-    release_claim(path)
-    assert read_claim(path) is None and claim_task(path, first) is None
+    assert claim_task(path, first) is None and read_claim(path) == first
+    assert not list(path.parent.glob(".*"))
 
 
 def test_scheduler_calls_are_bounded_per_poll_interval(executor: str, tmp_path: Path) -> None:
