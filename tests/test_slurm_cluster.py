@@ -1,6 +1,6 @@
 """The Dispatcher against a real one-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd).
 
-The cluster is started once for the test session in a temporary folder by ``slurm.testing.local_cluster``
+The cluster is started once for the test session in a temporary folder by ``local_slurm.local_cluster``
 (the ``slurm_cluster`` fixture of tests/conftest.py) and stopped at the end. The tests are skipped only when the Debian packages are not installed
 (``slurm/cluster/install-debian.sh`` installs them; CI does).
 """
@@ -23,7 +23,7 @@ from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
 from slurm import ClusterConfigError, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
-from slurm.testing import collect_completed as collect, distinct_architectures, free_ports, simulate_preemption
+from local_slurm import collect_completed as collect, distinct_architectures, free_ports, simulate_preemption
 
 pytestmark = pytest.mark.slurm
 
