@@ -106,14 +106,15 @@ def read_partitions(timeout_s: float = 30.0) -> dict[str, PartitionInfo]:
 
 def check_slurm(config: ExecutorConfig, timeout_s: float = 15.0) -> None:
     """Raise ClusterConfigError unless jobs with ``config``'s resources can be submitted and watched."""
+    # the configuration the user named comes first: its message is the same with or without the tools
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        raise ClusterConfigError(f"SLURM_CONF={conf} is not a file: point it at the cluster's slurm.conf or unset it")
     for command in REQUIRED_COMMANDS:
         if shutil.which(command) is None:
             raise ClusterConfigError(
                 f"`{command}` is not on PATH: install the SLURM client tools or use the local executor"
             )
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not Path(conf).is_file():
-        raise ClusterConfigError(f"SLURM_CONF={conf} is not a file: point it at the cluster's slurm.conf or unset it")
     try:
         ping = run_command(["scontrol", "ping"], timeout_s)
     except ClusterConfigError as e:

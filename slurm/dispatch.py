@@ -6,6 +6,10 @@ collects the same jobs without submitting them again. Every failure of a child (
 time-out, OOM, preemption without requeue, job unknown to the scheduler) arrives as a ``Completed``
 whose ``result`` has that status, the reason in ``result.error`` and ``evaluator.failure_reward``.
 
+No task is trained twice by jobs the dispatcher has lost track of: each job claims its task when it
+starts, a collected task's claim stays as a tombstone, and only :meth:`Dispatcher.submit` (a deliberate
+new attempt) clears it; :mod:`slurm.claims` states the rule.
+
 Example::
 
     dispatcher = Dispatcher(ExecutorConfig(executor="slurm", partition="gpu", gpus_per_child=1), run_dir / "jobs")
@@ -31,7 +35,7 @@ from slurm import faults
 from slurm.backend import Backend, JobRecord, SubmissionError
 from slurm.config import ClusterConfigError, ExecutorConfig
 from slurm.inline_backend import InlineBackend
-from slurm.claims import claimed_by, read_claim, release_claim
+from slurm.claims import claimed_by, clear_settled_claim, read_claim, settle_claim
 from slurm.job import EvaluateTask, checkpoint_path, claim_path
 from slurm.local_backend import LocalBackend
 from slurm.slurm_backend import SlurmBackend
@@ -99,6 +103,10 @@ class Dispatcher:
         Raises ValueError for more tasks than :meth:`capacity` or a key already in flight. If the
         scheduler refuses the batch, no ids are returned and each task comes back from the next
         :meth:`poll` as NOT_STARTED with the scheduler's message.
+
+        Submitting is a deliberate new attempt: the tombstone of an earlier, collected attempt at a key
+        is cleared, so the new job trains. A live claim (a job of the key still owns it) is kept, and
+        the new job steps aside for that job (see :mod:`slurm.claims`).
         """
         tasks = list(tasks)
         if not tasks:
@@ -112,6 +120,9 @@ class Dispatcher:
         duplicated = sorted({k for k in keys if keys.count(k) > 1 or k in self._records})
         if duplicated:
             raise ValueError(f"task keys already in flight or repeated in this batch: {duplicated}")
+        for task in tasks:
+            if clear_settled_claim(claim_path(self.folder, task.key)) is not None:
+                log.info("task %r is submitted again: the tombstone of its earlier attempt is cleared", task.key)
         functions = [
             EvaluateTask(
                 t.key, t.evaluator, t.arch, str(checkpoint_path(self.folder, t.key)), str(claim_path(self.folder, t.key))
@@ -160,8 +171,7 @@ class Dispatcher:
                     result = result.with_updates(wall_time_s=max(0.0, record.age(wall)))
                 del self._records[record.key]
                 self._ready.append(Completed(record.key, record.job_id, result))
-                if self.claimed(record.key) == record.job_id:
-                    release_claim(claim_path(self.folder, record.key))
+                self._settle(record, result)
                 if result.status is Status.OK:
                     checkpoint_path(self.folder, record.key).unlink(missing_ok=True)
         done, self._ready = self._ready, []
@@ -196,11 +206,26 @@ class Dispatcher:
         self._records[record.key] = JobRecord(record.key, owner_id, job, record.failure_reward, record.submitted_at)
         return True
 
+    def _settle(self, record: JobRecord, result: EvalResult) -> None:
+        """Turn the claim of the collected job into a tombstone (if the job owns the task's claim)."""
+        path = claim_path(self.folder, record.key)
+        claim = read_claim(path)
+        if claim is None:
+            return  # the job never started (or runs inline): there is nothing to protect
+        try:
+            owner_id = self._backend.job_id_of_claim(claim)
+        except (KeyError, ValueError):
+            return
+        if owner_id == record.job_id:
+            settle_claim(path, claim, result.status.value)
+
     def claimed(self, key: str) -> str | None:
-        """The id of the job that has started the task ``key`` and owns it until its result is collected.
+        """The id of the job that has started the task ``key``: it owns the task while it runs, and its
+        claim stays (settled) once its result is collected, until the key is submitted again.
 
         A restarted driver asks this for tasks it proposed but has no job id for (it died between
-        submitting them and recording the ids): a claimed task is reattached, not submitted again.
+        submitting them and recording the ids): a claimed task is reattached, not submitted again;
+        reattaching a job whose result was already collected collects the same result again.
         """
         claim = read_claim(claim_path(self.folder, key))
         if claim is None:

@@ -38,7 +38,8 @@ def checkpoint_path(folder: str | Path, key: str) -> Path:
 
 
 def claim_path(folder: str | Path, key: str) -> Path:
-    """The claim file of the task ``key`` (see :mod:`slurm.claims`): which job owns it while it is in flight."""
+    """The claim file of the task ``key`` (see :mod:`slurm.claims`): which job owns it; kept as a tombstone
+    once its result is collected."""
     return _task_file(folder, "claims", key, ".json")
 
 

@@ -18,7 +18,7 @@ from submitit.core.utils import JobPaths
 from submitit.local.local import LocalJob
 
 import slurm.faults as faults
-from nas_env.results import EvalResult
+from nas_env.results import EvalResult, Status, failure
 from slurm.backend import Backend, JobRecord, SubmissionError, load_function
 from slurm.config import ClusterConfigError
 from slurm.job import EvaluateTask
@@ -127,13 +127,14 @@ class LocalBackend(Backend):
                 record.failure_reward,
                 record.job_id,
             )
-        return faults.from_state(
-            "FAILED",
-            record.failure_reward,
-            record.job_id,
-            reason="the process ended without a result",
-            log_tail=faults.tail(paths.stderr),
-        )
+        if paths.result_pickle.exists():
+            error = f"local job {record.job_id} ended, but its result file {paths.result_pickle.name} cannot be read"
+        else:
+            error = f"local job {record.job_id} ended without writing a result"
+        log_tail = faults.tail(paths.stderr)
+        if log_tail:
+            error += "\n--- end of the job's stderr ---\n" + log_tail
+        return failure(Status.FAILED, error=error, reward=record.failure_reward, job_id=record.job_id)
 
     def cancel(self, record: JobRecord) -> None:
         marker = self._cancel_marker(record.job_id)

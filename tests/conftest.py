@@ -76,12 +76,16 @@ def closed_port() -> int:
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real one-node SLURM (munge, MariaDB, slurmdbd, slurmctld, slurmd) for the whole session; yields
-    its slurm.conf, also exported as SLURM_CONF. Skipped only when the Debian packages are missing."""
-    from slurm.testing import local_cluster, slurm_packages_missing
+    its slurm.conf, also exported as SLURM_CONF. Every test using it is skipped, naming the missing
+    programs, when the Debian packages are not installed (NAS_TEST_SLURM_PATH=<empty folder> pretends so)."""
+    from local_slurm import local_cluster, slurm_packages_missing
 
     missing = slurm_packages_missing()
     if missing:
-        pytest.skip(f"SLURM packages not installed (missing {missing}): run slurm/cluster/install-debian.sh")
+        pytest.skip(
+            f"SLURM packages not installed, missing programs: {', '.join(missing)} "
+            "(slurm/cluster/install-debian.sh installs them)"
+        )
     with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as conf:
         yield conf
 

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from slurm.testing import collect_completed as collect, distinct_architectures
+from local_slurm import collect_completed as collect, distinct_architectures
 
 from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
-from slurm import Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path
+from slurm import ClusterConfigError, Completed, Dispatcher, ExecutorConfig, Task, checkpoint_path
+from slurm.job import EvaluateTask, claim_path
+from slurm.local_backend import LocalBackend
 from slurm import faults
 from slurm.check import parse_time_limit
-from slurm.claims import claim_task, read_claim, release_claim
+from slurm.claims import SETTLED, claim_task, claimed_by, clear_settled_claim, read_claim, settle_claim
 from slurm.local_backend import controller_alive
 
 EXECUTORS = ["local", "inline"]
@@ -44,6 +46,26 @@ def expected_reward(evaluator: SyntheticEvaluator, arch) -> float:
 
 def job_pickles(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*_submitted.pkl"))
+
+
+def trained_keys(log: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def wait_for_file(path: Path, timeout: float = 300) -> None:
+    """Wait until ``path`` exists (``timeout`` only bounds a hang; it is not the expected time)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def wait_until_ended(job_ids: list[str], timeout: float = 300) -> None:
+    pids = [int(job_id.rsplit("-", 1)[1]) for job_id in job_ids]
+    deadline = time.monotonic() + timeout
+    while any(controller_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(controller_alive(pid) for pid in pids), "a job process did not end"
 
 
 @pytest.fixture(params=EXECUTORS)
@@ -95,28 +117,95 @@ def test_raising_child_is_failed_with_traceback(executor: str, tmp_path: Path) -
     assert done["c0"].result.ok and done["c2"].result.ok
 
 
+def test_a_child_out_of_memory_is_oom(executor: str, tmp_path: Path) -> None:
+    """A child that runs out of memory inside the job (CUDA's OutOfMemoryError, or a real MemoryError from
+    an allocation that cannot succeed) ends OOM with the traceback; its siblings are unaffected."""
+
+    class OutOfMemory(SyntheticEvaluator):  # a local class: cloudpickle ships it to the job by value
+        def __init__(self, kind: str) -> None:
+            super().__init__(SPACE, target_seed=0, epochs=1, failure_reward=-0.25)
+            self.kind = kind
+
+        def evaluate(self, arch, checkpoint_path=None):
+            if self.kind == "cuda":
+                import torch
+
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            if self.kind == "host":
+                bytearray(1 << 62)  # 4 EiB: the allocation fails with MemoryError
+            return super().evaluate(arch, checkpoint_path)
+
+    children = archs(3, offset=60)
+    dispatcher = make(executor, tmp_path)
+    kinds = ["cuda", "host", "none"]
+    dispatcher.submit([Task(kind, OutOfMemory(kind), arch) for kind, arch in zip(kinds, children)])
+    done = collect(dispatcher, 3)
+    for kind, marker in (("cuda", "OutOfMemoryError: CUDA out of memory"), ("host", "MemoryError")):
+        result = done[kind].result
+        assert result.status is Status.OOM, result
+        assert result.reward == -0.25 and marker in result.error and "Traceback" in result.error
+    assert done["none"].result.ok, done["none"].result.error
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_result_pickle_that_will_not_load_is_failed(damage: str, tmp_path: Path) -> None:
+    """The result pickle of a finished job is damaged before the dispatcher reads it: that task ends
+    FAILED naming its job, poll() does not raise, and the other task of the batch is collected as usual."""
+    evaluator = SyntheticEvaluator(SPACE, target_seed=2, epochs=1, failure_reward=-0.5)
+    dispatcher = make("local", tmp_path / "jobs")
+    ids = dispatcher.submit([Task(f"t{i}", evaluator, a) for i, a in enumerate(archs(2, offset=70))])
+    backend = LocalBackend(dispatcher.config, dispatcher.folder)
+    pickles = [backend._paths(job_id).result_pickle for job_id in ids]
+    for path in pickles:  # both jobs have finished (written by rename: complete); nothing polled yet
+        wait_for_file(path)
+    data = pickles[0].read_bytes()
+    pickles[0].write_bytes({"garbage": b"not a pickle at all", "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    done = collect(dispatcher, 2)
+    bad = done["t0"].result
+    assert bad.status is Status.FAILED and bad.reward == -0.5 and bad.job_id == ids[0]
+    assert ids[0] in bad.error
+    assert done["t1"].result.ok and done["t1"].job_id == ids[1]
+
+
 def test_cancel_local_job(tmp_path: Path) -> None:
-    evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=100, seconds_per_epoch=0.1)  # 10 s unless cancelled
-    quick = SyntheticEvaluator(SPACE, target_seed=0, epochs=1, seconds_per_epoch=0.0)
+    # waits on events only (the checkpoint file, the results), so a busy machine makes it slower, not red:
+    # the child cannot finish on its own (it would train for hours), so its CANCELLED comes from the cancel
+    log = tmp_path / "trained.jsonl"
+    evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=100_000, seconds_per_epoch=0.1, log_path=log)
+    quick = SyntheticEvaluator(SPACE, target_seed=0, epochs=1, seconds_per_epoch=0.0, log_path=log)
     slow_arch, quick_arch = archs(2)
-    dispatcher = make("local", tmp_path)
+    dispatcher = make("local", tmp_path / "jobs")
     dispatcher.submit([Task("slow", evaluator, slow_arch), Task("quick", quick, quick_arch)])
-    ckpt = checkpoint_path(dispatcher.folder, "slow")
-    deadline = time.monotonic() + 30
-    while not ckpt.exists() and time.monotonic() < deadline:  # running and training
-        time.sleep(0.05)
-    assert ckpt.exists()
+    wait_for_file(checkpoint_path(dispatcher.folder, "slow"))  # running and training
     pid = int(dispatcher.in_flight()["slow"].rsplit("-", 1)[1])
-    start = time.monotonic()
+    assert controller_alive(pid)
     dispatcher.cancel("slow")
-    done = collect(dispatcher, 2, timeout=20)
-    assert time.monotonic() - start < 15  # SIGINT, then SIGKILL after 1 s, then one poll
-    assert done["slow"].result.status is Status.CANCELLED
+    done = collect(dispatcher, 2, timeout=300)  # a bound on a hang, not an expected duration
+    assert done["slow"].result.status is Status.CANCELLED, done["slow"].result
     assert done["slow"].result.reward == evaluator.failure_reward
-    assert done["quick"].result.ok
+    assert done["quick"].result.ok, done["quick"].result.error
     assert not controller_alive(pid)
+    assert trained_keys(log) == [SPACE.key(quick_arch)]  # the cancelled child never finished
     with pytest.raises(KeyError):
         dispatcher.cancel("slow")  # no longer in flight
+
+
+def test_check_names_slurm_conf_first_and_missing_tools_without_slurm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slurm executor's check() without any SLURM program on PATH (as on a machine without SLURM)."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    missing = tmp_path / "missing.conf"
+    monkeypatch.setenv("SLURM_CONF", str(missing))
+    dispatcher = Dispatcher(ExecutorConfig(executor="slurm"), tmp_path / "jobs")
+    with pytest.raises(ClusterConfigError, match=f"SLURM_CONF={missing} is not a file"):
+        dispatcher.check()
+    monkeypatch.delenv("SLURM_CONF")
+    with pytest.raises(ClusterConfigError, match="`sbatch` is not on PATH"):
+        dispatcher.check()
+    assert dispatcher.in_flight() == {} and job_pickles(tmp_path) == []
 
 
 def test_max_in_flight_is_respected(executor: str, tmp_path: Path) -> None:
@@ -130,7 +219,7 @@ def test_max_in_flight_is_respected(executor: str, tmp_path: Path) -> None:
     queue = [Task(f"x{i}", evaluator, a) for i, a in enumerate(children)]
     done: dict[str, Completed] = {}
     most = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
     while len(done) < len(children) and time.monotonic() < deadline:
         n = dispatcher.capacity()
         if queue and n:
@@ -209,7 +298,7 @@ def test_local_jobs_survive_a_killed_driver(tmp_path: Path) -> None:
     folder, mapping = tmp_path / "jobs", tmp_path / "in_flight.json"
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(folder), str(mapping)])
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
         while not mapping.exists() and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
         assert mapping.exists(), "the driver did not write its in-flight mapping"
@@ -234,18 +323,6 @@ def test_local_jobs_survive_a_killed_driver(tmp_path: Path) -> None:
     assert len(job_pickles(folder)) == 4
 
 
-def trained_keys(log: Path) -> list[str]:
-    return [json.loads(line)["key"] for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def wait_until_ended(job_ids: list[str], timeout: float = 60) -> None:
-    pids = [int(job_id.rsplit("-", 1)[1]) for job_id in job_ids]
-    deadline = time.monotonic() + timeout
-    while any(controller_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(controller_alive(pid) for pid in pids), "a job process did not end"
-
-
 def test_a_task_submitted_again_after_its_job_id_was_lost_is_trained_once(tmp_path: Path) -> None:
     """A driver that dies between submitting and recording the job ids leaves unknown jobs; submitting
     their tasks again must not train them twice (the twin finds the claim and the dispatcher follows it)."""
@@ -261,7 +338,7 @@ def test_a_task_submitted_again_after_its_job_id_was_lost_is_trained_once(tmp_pa
     (twin_id,) = dispatcher.submit([Task("raced", evaluator, raced)])
     # "claimed": the orphan has started and owns the task (a restarted search reattaches to it); a twin
     # submitted anyway steps aside, and the dispatcher follows the owner
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
     while dispatcher.claimed("claimed") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert dispatcher.claimed("claimed") == orphan_ids[1]
@@ -273,9 +350,83 @@ def test_a_task_submitted_again_after_its_job_id_was_lost_is_trained_once(tmp_pa
         assert done[key].result.reward == pytest.approx(expected_reward(evaluator, arch))
     assert done["raced"].job_id in (orphan_ids[0], twin_id)
     assert done["claimed"].job_id == orphan_ids[1]
-    assert dispatcher.claimed("raced") is None and dispatcher.claimed("claimed") is None  # released
+    # collected: the claims stay as tombstones of the jobs that trained
+    for key in ("raced", "claimed"):
+        assert dispatcher.claimed(key) == done[key].job_id
+        assert read_claim(claim_path(folder, key))[SETTLED] == "ok"
     wait_until_ended(orphan_ids + [twin_id, claimed_twin_id])
     assert sorted(trained_keys(log)) == sorted([SPACE.key(raced), SPACE.key(claimed)])
+
+
+def start_orphan_job(folder: Path, key: str, evaluator, arch) -> str:
+    """Start a job for ``key`` the way a lost driver's submission would start late: straight through the
+    backend, so no dispatcher clears or knows anything; returns its job id."""
+    backend = LocalBackend(ExecutorConfig(executor="local", time_limit_min=5), folder.absolute())
+    function = EvaluateTask(key, evaluator, arch, str(checkpoint_path(folder, key)), str(claim_path(folder, key)))
+    ((job_id, _),) = backend.submit([function])
+    return job_id
+
+
+def test_a_twin_starting_after_the_result_was_collected_does_not_train(tmp_path: Path) -> None:
+    """The claim of a collected task stays as a tombstone: a twin job that starts afterwards (submitted
+    by a driver that died before recording it) returns at once instead of training the task again."""
+    log, folder = tmp_path / "trained.jsonl", tmp_path / "jobs"
+    evaluator = SyntheticEvaluator(SPACE, target_seed=8, epochs=2, seconds_per_epoch=0.1, log_path=log)
+    (arch,) = archs(1, offset=40)
+    dispatcher = make("local", folder)
+    (owner_id,) = dispatcher.submit([Task("late", evaluator, arch)])
+    first = collect(dispatcher, 1)["late"]
+    assert first.result.ok and first.job_id == owner_id
+    assert trained_keys(log) == [SPACE.key(arch)]
+    assert dispatcher.claimed("late") == owner_id  # kept after the collect, settled
+    assert read_claim(claim_path(folder, "late"))[SETTLED] == "ok"
+
+    orphan_id = start_orphan_job(folder, "late", evaluator, arch)
+    wait_until_ended([orphan_id])
+    orphan_paths = LocalBackend(ExecutorConfig(executor="local"), folder.absolute())._paths(orphan_id)
+    kind, value = faults.read_outcome(orphan_paths.result_pickle)
+    assert kind == "success" and value.status is Status.NOT_STARTED, value
+    assert claimed_by(value) is not None and claimed_by(value)["job_id"] == owner_id.rsplit("-", 1)[1]
+    assert trained_keys(log) == [SPACE.key(arch)]  # the twin trained nothing
+    assert not checkpoint_path(folder, "late").exists()
+
+    # a driver watching the twin follows the tombstone to the owner and gets the owner's result
+    watcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2), folder)
+    watcher.reattach({"late": orphan_id})
+    again = collect(watcher, 1)["late"]
+    assert again.job_id == owner_id and again.result.ok
+    assert again.result.reward == pytest.approx(first.result.reward)
+    assert trained_keys(log) == [SPACE.key(arch)]
+
+
+def test_a_deliberate_resubmission_after_an_uncacheable_result_trains(tmp_path: Path) -> None:
+    """A key submitted again after a result that is not cacheable (here: cancelled while training) runs:
+    submit() clears the tombstone of the earlier attempt; a late twin of either attempt still trains nothing."""
+    log, folder = tmp_path / "trained.jsonl", tmp_path / "jobs"
+    endless = SyntheticEvaluator(SPACE, target_seed=8, epochs=100_000, seconds_per_epoch=0.05, log_path=log)
+    quick = SyntheticEvaluator(SPACE, target_seed=8, epochs=2, seconds_per_epoch=0.05, log_path=log)
+    (arch,) = archs(1, offset=50)
+    dispatcher = make("local", folder)
+    (first_id,) = dispatcher.submit([Task("again", endless, arch)])
+    wait_for_file(checkpoint_path(folder, "again"))  # the job has claimed the task and trains
+    dispatcher.cancel("again")
+    cancelled = collect(dispatcher, 1)["again"]
+    assert cancelled.result.status is Status.CANCELLED and cancelled.job_id == first_id
+    assert read_claim(claim_path(folder, "again"))[SETTLED] == "cancelled"
+    assert dispatcher.claimed("again") == first_id
+
+    (second_id,) = dispatcher.submit([Task("again", quick, arch)])
+    done = collect(dispatcher, 1)["again"]
+    assert done.result.ok, done.result.error
+    assert done.job_id == second_id != first_id
+    assert done.result.reward == pytest.approx(expected_reward(quick, arch))
+    assert done.result.extra["resumed_from_epoch"] >= 1  # resumed from the cancelled attempt's checkpoint
+    assert trained_keys(log) == [SPACE.key(arch)]  # trained by the new attempt (the first never finished)
+    assert dispatcher.claimed("again") == second_id
+    assert read_claim(claim_path(folder, "again"))[SETTLED] == "ok"
+
+    wait_until_ended([start_orphan_job(folder, "again", quick, arch)])
+    assert trained_keys(log) == [SPACE.key(arch)]
 
 
 def test_claims_are_atomic_kept_by_a_requeued_job_and_taken_over_when_unreadable(tmp_path: Path) -> None:
@@ -285,10 +436,15 @@ def test_claims_are_atomic_kept_by_a_requeued_job_and_taken_over_when_unreadable
     assert claim_task(path, first) is None  # the same job again (requeued): still its own
     assert claim_task(path, second) == first
     assert read_claim(path) == first and not list(path.parent.glob(".*"))  # no files left aside
+    assert clear_settled_claim(path) is None and read_claim(path) == first  # a live claim is never cleared
+    assert not settle_claim(path, second, "ok") and read_claim(path) == first  # not the owner's: unchanged
+    assert settle_claim(path, first, "timeout") and read_claim(path) == {**first, SETTLED: "timeout"}
+    assert claim_task(path, second) == {**first, SETTLED: "timeout"}  # a tombstone still turns twins away
+    assert clear_settled_claim(path) == {**first, SETTLED: "timeout"} and read_claim(path) is None
+    assert claim_task(path, second) is None and read_claim(path) == second  # a new attempt claims afresh
     path.write_text("{not json")
-    assert claim_task(path, second) is None and read_claim(path) == second
-    release_claim(path)
-    assert read_claim(path) is None and claim_task(path, first) is None
+    assert claim_task(path, first) is None and read_claim(path) == first
+    assert not list(path.parent.glob(".*"))
 
 
 def test_scheduler_calls_are_bounded_per_poll_interval(executor: str, tmp_path: Path) -> None:

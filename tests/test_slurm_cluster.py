@@ -1,6 +1,6 @@
 """The Dispatcher against a real one-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd).
 
-The cluster is started once for the test session in a temporary folder by ``slurm.testing.local_cluster``
+The cluster is started once for the test session in a temporary folder by ``local_slurm.local_cluster``
 (the ``slurm_cluster`` fixture of tests/conftest.py) and stopped at the end. The tests are skipped only when the Debian packages are not installed
 (``slurm/cluster/install-debian.sh`` installs them; CI does).
 """
@@ -23,7 +23,14 @@ from nas_env.evaluators import SyntheticEvaluator
 from nas_env.results import Status
 from nas_env.spaces.cnn import CNNSpace
 from slurm import ClusterConfigError, Dispatcher, ExecutorConfig, Task, checkpoint_path, faults
-from slurm.testing import collect_completed as collect, distinct_architectures, free_ports, simulate_preemption
+from slurm import slurm_backend
+from local_slurm import (
+    URGENT_PARTITION,
+    collect_completed as collect,
+    distinct_architectures,
+    free_ports,
+    simulate_preemption,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -82,7 +89,7 @@ def read_epoch(path: Path) -> int:
         return 0
 
 
-def wait_for_epoch(path: Path, epoch: int, timeout: float = 60.0) -> None:
+def wait_for_epoch(path: Path, epoch: int, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while read_epoch(path) < epoch:
         assert time.monotonic() < deadline, f"{path.name} never reached epoch {epoch}"
@@ -174,7 +181,9 @@ def test_reattach_to_unknown_job_is_not_started(cluster: Path, tmp_path: Path) -
     dispatcher.reattach({"ghost": "987654", "ghost-task": "987654_3"})
     done = collect(dispatcher, 2, timeout=10)
     assert {c.result.status for c in done.values()} == {Status.NOT_STARTED}
-    assert "987654" in done["ghost"].result.error
+    for key, job_id in (("ghost", "987654"), ("ghost-task", "987654_3")):
+        assert done[key].job_id == job_id
+        assert f"SLURM job {job_id} is unknown: not in sacct" in done[key].result.error
 
 
 def _assert_nothing_submitted(dispatcher: Dispatcher, jobs_before: int) -> None:
@@ -218,10 +227,8 @@ def test_check_rejects_unreachable_controller(
     bad.write_text(text + "\n")
     monkeypatch.setenv("SLURM_CONF", str(bad))
     dispatcher = Dispatcher(config("no-controller"), tmp_path / "jobs")
-    start = time.monotonic()
     with pytest.raises(ClusterConfigError, match="controller is not reachable"):
-        dispatcher.check()
-    assert time.monotonic() - start < 20
+        dispatcher.check()  # within check's own command timeouts (pytest-timeout catches a hang)
     monkeypatch.undo()
     _assert_nothing_submitted(dispatcher, before)
 
@@ -252,7 +259,7 @@ def test_driver_killed_and_reattached(cluster: Path, tmp_path: Path) -> None:
     cfg = config("driver-restart")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(folder), str(mapping), json.dumps(cfg.to_dict())])
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
         while not mapping.exists() and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert mapping.exists(), f"the driver did not write its mapping (rc {driver.poll()})"
@@ -291,7 +298,7 @@ def test_twin_of_a_running_array_task_steps_aside(cluster: Path, tmp_path: Path)
     (arch,) = archs(1, offset=300)
     (owner_id,) = Dispatcher(config("twin"), folder).submit([Task("twin", evaluator, arch)])
     dispatcher = Dispatcher(config("twin"), folder)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
     while dispatcher.claimed("twin") is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert dispatcher.claimed("twin") == owner_id  # the array task id, as submitit gives it
@@ -303,3 +310,137 @@ def test_twin_of_a_running_array_task_steps_aside(cluster: Path, tmp_path: Path)
     rows = settled("-X", "--name=twin", "-o", "JobID,State", expected=2)
     assert sorted(r[0] for r in rows) == sorted([owner_id, twin_id]) and all(r[1] == "COMPLETED" for r in rows)
     assert [json.loads(line)["key"] for line in log.read_text().splitlines()] == [SPACE.key(arch)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "scheduler_says"),
+    [
+        ({"partition": "nope"}, "Invalid partition name specified"),
+        ({"mem_gb": 100_000}, "Requested node configuration is not available"),
+        ({"gpus_per_child": 1}, "Invalid generic resource (gres) specification"),
+    ],
+    ids=["unknown-partition", "memory-over-the-node", "gpus-on-a-node-without"],
+)
+def test_a_batch_the_scheduler_refuses_is_not_started(
+    cluster: Path, tmp_path: Path, overrides: dict, scheduler_says: str
+) -> None:
+    """No check() first: sbatch itself refuses the array, and every task of it ends NOT_STARTED with
+    sbatch's message; nothing reaches the scheduler."""
+    before = len(sacct("-X", "-o", "JobID"))
+    evaluator = SyntheticEvaluator(SPACE, target_seed=11, epochs=1, failure_reward=-4.0)
+    dispatcher = Dispatcher(config("refused", **overrides), tmp_path / "jobs")
+    ids = dispatcher.submit([Task(f"r{i}", evaluator, a) for i, a in enumerate(archs(2, offset=400))])
+    if ids:  # accepted after all: do not leave jobs pending for the rest of the session
+        dispatcher.close(cancel=True)
+    assert ids == []
+    done = collect(dispatcher, 2, timeout=60)
+    for c in done.values():
+        assert c.result.status is Status.NOT_STARTED and c.result.reward == -4.0 and c.job_id is None
+        assert "sbatch refused the batch" in c.result.error and scheduler_says in c.result.error, c.result.error
+    assert dispatcher.in_flight() == {} and len(sacct("-X", "-o", "JobID")) == before
+
+
+@pytest.mark.slow
+def test_a_job_over_its_time_limit_is_timeout(cluster: Path, tmp_path: Path) -> None:
+    """Two children that would train for hours, under a one-minute limit and no requeue: one gets
+    submitit's warning signal and gives up (timed out too many times), the other ignores it and SLURM
+    kills it at the limit (state TIMEOUT, no result file). Both end TIMEOUT."""
+
+    class IgnoresTheWarningSignal(SyntheticEvaluator):  # local: cloudpickle ships it to the job by value
+        """A child that never reacts to the time-limit warning (as one stuck in native code would)."""
+
+        def evaluate(self, arch, checkpoint_path=None):
+            import signal
+
+            from submitit.slurm.slurm import SlurmJobEnvironment
+
+            signal.signal(getattr(signal, f"SIG{SlurmJobEnvironment.USR_SIG}"), signal.SIG_IGN)
+            return super().evaluate(arch, checkpoint_path)
+
+    arch_a, arch_b = archs(2, offset=500)
+    endless = SyntheticEvaluator(SPACE, target_seed=12, epochs=100_000, seconds_per_epoch=0.5, failure_reward=-3.0)
+    stubborn = IgnoresTheWarningSignal(
+        SPACE, target_seed=12, epochs=100_000, seconds_per_epoch=0.5, failure_reward=-3.0
+    )
+    dispatcher = Dispatcher(config("time-limit", time_limit_min=1, max_requeues=0), tmp_path / "jobs")
+    dispatcher.check()
+    ids = dispatcher.submit([Task("warned", endless, arch_a), Task("stubborn", stubborn, arch_b)])
+    done = collect(dispatcher, 2, timeout=400)
+    for key in ("warned", "stubborn"):
+        result = done[key].result
+        assert result.status is Status.TIMEOUT, result
+        assert result.reward == -3.0
+    assert "SLURM state TIMEOUT" in done["stubborn"].result.error
+    rows = {r[0]: r[1] for r in settled("-X", "-j", ",".join(ids), "-o", "JobID,State", expected=2)}
+    assert rows[ids[1]] == "TIMEOUT", rows
+
+
+def test_a_job_preempted_without_requeue_is_preempted(
+    cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job of the urgent partition needs the whole node: SLURM preempts (cancels) the running child,
+    which is not requeued and ends PREEMPTED."""
+    monkeypatch.setattr(slurm_backend, "PREEMPT_GRACE_S", 3.0)  # how long a requeue may take to show
+    endless = SyntheticEvaluator(SPACE, target_seed=13, epochs=100_000, seconds_per_epoch=0.5, failure_reward=-2.0)
+    (arch,) = archs(1, offset=600)
+    dispatcher = Dispatcher(config("preempted", cpus_per_child=1), tmp_path / "jobs")
+    dispatcher.check()
+    (job_id,) = dispatcher.submit([Task("victim", endless, arch)])
+    wait_for_epoch(checkpoint_path(dispatcher.folder, "victim"), 1)
+    (cpus,) = {int(c) for c in node_cpus()}
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "-p", URGENT_PARTITION, "-c", str(cpus), "-J", "urgent", "--wrap", "true"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    try:
+        done = collect(dispatcher, 1, timeout=300)["victim"]
+    finally:
+        subprocess.run(["scancel", urgent], check=False, timeout=30)
+    assert done.result.status is Status.PREEMPTED, done.result
+    assert done.result.reward == -2.0 and "SLURM state PREEMPTED" in done.result.error
+    history = [r[1] for r in sacct("-X", "-D", "-j", job_id, "-o", "JobID,State")]
+    assert history == ["PREEMPTED"], history  # preempted once, never requeued
+
+
+def node_cpus() -> list[str]:
+    """The CPU count of the node (one line per partition of it)."""
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.split()
+
+
+def test_failing_sacct_calls_do_not_stop_the_collection(
+    cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sacct fails (exit 1) for a while: the dispatcher keeps polling, reports nothing it cannot know (a
+    cancelled job has no result file, only a state), and collects once sacct answers again."""
+    folder, flag = tmp_path / "bin", tmp_path / "sacct-fails"
+    real = shutil.which("sacct")
+    assert real is not None
+    folder.mkdir()
+    (folder / "sacct").write_text(
+        f'#!/bin/sh\nif [ -e "{flag}" ]; then echo x >> "{folder}/failed"; '
+        f'echo "sacct: error: injected failure" >&2; exit 1; fi\nexec "{real}" "$@"\n'
+    )
+    (folder / "sacct").chmod(0o755)
+    endless = SyntheticEvaluator(SPACE, target_seed=14, epochs=100_000, seconds_per_epoch=0.5, failure_reward=-1.0)
+    quick = SyntheticEvaluator(SPACE, target_seed=14, epochs=1, seconds_per_epoch=0.0)
+    victim_arch, quick_arch = archs(2, offset=700)
+    dispatcher = Dispatcher(config("sacct-fails"), tmp_path / "jobs")
+    ids = dispatcher.submit([Task("victim", endless, victim_arch), Task("quick", quick, quick_arch)])
+    wait_for_epoch(checkpoint_path(dispatcher.folder, "victim"), 1)
+    subprocess.run(["scancel", ids[0]], check=True, timeout=30)
+    settled("-X", "-j", ids[0], "-o", "JobID,State", expected=1)  # SLURM knows it is cancelled
+    # from now on the dispatcher's sacct fails; it has not queried SLURM before
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    flag.touch()
+    failed = folder / "failed"
+    done: dict = {}
+    deadline = time.monotonic() + 300  # a bound on a hang, not an expected duration
+    while not failed.exists() or len(failed.read_text().split()) < 3:  # three failed sacct calls
+        assert time.monotonic() < deadline, "the dispatcher stopped querying sacct"
+        done.update((c.key, c) for c in dispatcher.wait(timeout=1))
+    assert "victim" not in done  # no state, no result file: nothing to report yet
+    flag.unlink()
+    done.update(collect(dispatcher, 2 - len(done), timeout=120))
+    assert done["victim"].result.status is Status.CANCELLED and done["victim"].result.reward == -1.0
+    assert done["quick"].result.ok, done["quick"].result.error

@@ -1,8 +1,10 @@
-"""Test helpers: start a real one-node SLURM cluster in a folder for the duration of a ``with`` block.
+"""Test helpers: a real one-node SLURM cluster for the duration of a ``with`` block, and dispatcher helpers.
 
 ``local_cluster(dir)`` runs ``slurm/cluster/start.sh`` on free ports, points ``SLURM_CONF`` at it and runs
-``stop.sh`` on exit; ``simulate_preemption(job_id)`` preempts a running job. ``slurm_packages_missing()``
-says which daemons are absent (the tests skip then; ``slurm/cluster/install-debian.sh`` installs them).
+``stop.sh`` on exit; ``simulate_preemption(job_id)`` sends a running job what a preemption with requeue
+sends. ``slurm_packages_missing()`` says which programs are absent (the tests skip then;
+``slurm/cluster/install-debian.sh`` installs them). Set ``NAS_TEST_SLURM_PATH`` to a PATH-like list of
+folders to look for the programs there only: an empty folder makes this machine look like one without SLURM.
 """
 
 from __future__ import annotations
@@ -12,19 +14,24 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-CLUSTER_SCRIPTS = Path(__file__).resolve().parent / "cluster"
+CLUSTER_SCRIPTS = Path(__file__).resolve().parents[1] / "slurm" / "cluster"
+
+#: a partition whose jobs preempt (cancel) the jobs of the default partition ``debug`` (see :func:`local_cluster`)
+URGENT_PARTITION = "urgent"
 
 #: programs from the Debian packages slurmctld, slurmd, slurm-client, munge, slurmdbd, mariadb-server
 REQUIRED_PROGRAMS = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "sacct", "munged", "mariadbd", "mariadb-install-db")
 
 
 def _find(program: str) -> str | None:
-    return shutil.which(program) or next(
-        (str(p) for p in (Path("/usr/sbin") / program, Path("/sbin") / program) if p.exists()), None
-    )
+    search = os.environ.get("NAS_TEST_SLURM_PATH")
+    if search is None:
+        search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(program, path=search)
 
 
 def slurm_packages_missing() -> list[str]:
@@ -69,12 +76,38 @@ def simulate_preemption(job_id: str, timeout_s: float = 30.0) -> None:
         subprocess.run(["scancel", "--signal", sig, f"{raw[0]}.0"], check=True, timeout=timeout_s)
 
 
+def enable_preemption(conf: Path, env: dict[str, str]) -> None:
+    """Add partition preemption (mode CANCEL) and :data:`URGENT_PARTITION` to ``conf``; ``scontrol reconfigure``."""
+    text = conf.read_text()
+    if "PreemptType=" not in text:
+        conf.write_text(
+            text.rstrip("\n") + "\n# Added by the tests: a job of the urgent partition cancels (preempts) debug jobs.\n"
+            "PreemptType=preempt/partition_prio\nPreemptMode=CANCEL\n"
+            f"PartitionName={URGENT_PARTITION} Nodes=ALL PriorityTier=10 PreemptMode=OFF MaxTime=INFINITE State=UP\n"
+        )
+    done = subprocess.run(["scontrol", "reconfigure"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"scontrol reconfigure failed: {done.stderr}")
+    deadline = time.monotonic() + 60
+    while URGENT_PARTITION not in _partitions(env):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"partition {URGENT_PARTITION} did not appear after scontrol reconfigure")
+        time.sleep(0.2)
+
+
+def _partitions(env: dict[str, str]) -> list[str]:
+    out = subprocess.run(["sinfo", "-h", "-o", "%R"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout.split()
+
+
 @contextlib.contextmanager
 def local_cluster(directory: str | Path, start_timeout_s: float = 120.0) -> Iterator[Path]:
     """Start munged, MariaDB, slurmdbd, slurmctld and slurmd under ``directory``; yield the SLURM_CONF path.
 
     ``os.environ["SLURM_CONF"]`` points at the cluster inside the block (jobs inherit it) and is restored
-    after; the daemons are stopped on exit, also after an error. Needs root.
+    after; the daemons are stopped on exit, also after an error. Needs root. Besides ``slurm/cluster``'s
+    configuration the cluster has partition preemption: a job of :data:`URGENT_PARTITION` cancels the
+    ``debug`` jobs in its way, which then end PREEMPTED (not requeued).
     """
     directory = Path(directory).absolute()
     ctld, slurmd, dbd, mariadb = free_ports(4)
@@ -98,6 +131,7 @@ def local_cluster(directory: str | Path, start_timeout_s: float = 120.0) -> Iter
     try:
         if start.returncode != 0:
             raise RuntimeError(f"slurm/cluster/start.sh failed (rc {start.returncode}):\n{start.stderr}")
+        enable_preemption(conf, env={**env, "SLURM_CONF": str(conf)})
         previous = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = str(conf)
         try:
@@ -130,11 +164,9 @@ def distinct_architectures(space: Any, n: int, offset: int = 0) -> list[Any]:
     return out
 
 
-def collect_completed(dispatcher: Any, n: int, timeout: float = 60.0) -> dict[str, Any]:
+def collect_completed(dispatcher: Any, n: int, timeout: float = 300.0) -> dict[str, Any]:
     """Wait for ``n`` results of ``dispatcher`` (key -> Completed); fail with what arrived if they do not
-    come in time, or if one task completes twice."""
-    import time
-
+    come within ``timeout`` (a bound on a hang, not an expected duration), or if one task completes twice."""
     done: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     while len(done) < n and time.monotonic() < deadline:
