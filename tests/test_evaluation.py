@@ -216,3 +216,12 @@ def test_missing_run_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "not a search run directory" in capsys.readouterr().err
     with pytest.raises(RunDirError):
         write_run_report(tmp_path / "empty")
+
+
+def test_pareto_front_on_a_known_set() -> None:
+    from evaluation.pareto import pareto_front
+
+    points = [(1.0, 0.5), (2.0, 0.6), (2.0, 0.55), (3.0, 0.6), (0.5, 0.1), (4.0, 0.9), (2.0, 0.6), (5.0, 0.85)]
+    # (2, 0.55) and (5, 0.85) are dominated; (3, 0.6) costs more than (2, 0.6) for the same score
+    assert pareto_front(points) == [4, 0, 1, 6, 5]
+    assert pareto_front([]) == []
