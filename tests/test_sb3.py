@@ -3,9 +3,10 @@
 - SB3's ``check_env`` passes on every registered NAS environment;
 - every SB3 agent completes a short search on NAS-Bench-201 (table look-ups) with the inline executor and
   leaves a run directory like ``Search`` does (proposals told = budget, results, scalars, the model);
-- the batched VecEnv sends the terminal steps of all its envs to ``Dispatcher.submit`` as ONE call (the real
-  dispatcher, subclassed only to count calls; the ``local`` executor runs the children in other processes),
-  answers repeats from the store without dispatching, and never evaluates past the budget;
+- the SB3 VecEnv over the native vector env sends the terminal steps of all its envs through the search core
+  to ``Dispatcher.submit`` as ONE call (the real dispatcher, subclassed only to count calls; the ``local``
+  executor runs the children in other processes), answers repeats from the store without dispatching, and
+  never evaluates past the budget;
 - a resumed run loads the saved model and continues to the new budget without re-evaluating anything.
 """
 
@@ -22,10 +23,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
+import agents.core as core_module
 import agents.sb3 as sb3
+from agents.core import SearchCore
 from agents.run_dir import RunDir, SearchConfig
-from agents.sb3 import SB3_AGENTS, BatchedNASVecEnv, SearchRecorder, run_sb3_search
-from agents.sb3_vec_env import make_nas_envs
+from agents.sb3 import SB3_AGENTS, make_vec_env_for, run_sb3_search
+from agents.sb3_vec_env import SB3VecEnv
 from nas_env.registration import CIFAR10_ID, NB201_ID, PTB_ID, SYNTHETIC_ID
 from nas_env.spaces.rnn_cell import paper_example
 from nas_env.store import ResultStore
@@ -59,17 +62,18 @@ def _config(agent: str, budget: int, env_id: str = NB201_ID, n_envs: int = 4, **
     )
 
 
-def _vec_env(tmp_path: Path, executor: str, n_envs: int = 4, budget: int | None = None):
-    """A batched vec env over NAS-Synthetic-v0 with a counting dispatcher and a recorder on a fresh store."""
-    envs = make_nas_envs(SYNTHETIC_ID, {}, n_envs)
-    config = ExecutorConfig(executor=executor, max_in_flight=n_envs, poll_interval_s=0.1, time_limit_min=5)
-    dispatcher = CountingDispatcher(config, tmp_path / "jobs")
-    store = ResultStore(tmp_path / "store.sqlite")
-    recorder = SearchRecorder(store, envs[0].evaluator.fingerprint(), budget=budget)
-    return BatchedNASVecEnv(envs, dispatcher, recorder), dispatcher, store
+def _vec_env(tmp_path: Path, executor: str, n_envs: int = 4, budget: int = 1000, monkeypatch=None):
+    """The SB3 vec env of a search core over NAS-Synthetic-v0, with a counting dispatcher, on a fresh run."""
+    monkeypatch.setattr(core_module, "Dispatcher", CountingDispatcher)
+    CountingDispatcher.instances.clear()
+    executor_config = {"executor": executor, "max_in_flight": n_envs, "poll_interval_s": 0.1, "time_limit_min": 5}
+    core = SearchCore(tmp_path / "run", SearchConfig(env_id=SYNTHETIC_ID, agent="ppo", budget=budget,
+                                                     executor=executor_config))  # fmt: skip
+    (dispatcher,) = CountingDispatcher.instances
+    return make_vec_env_for(core), dispatcher, core
 
 
-def _play_episode(vec: BatchedNASVecEnv, per_env_actions: Sequence[int]):
+def _play_episode(vec: SB3VecEnv, per_env_actions: Sequence[int]):
     """Every env plays the same action index all episode (``invalid_action="wrap"`` keeps it valid)."""
     actions = np.asarray(per_env_actions)
     for _ in range(vec.space.num_steps - 1):
@@ -153,8 +157,9 @@ def test_curriculum_is_refused_with_a_reason(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the vec env
-def test_terminal_steps_of_all_envs_go_out_as_one_submit_across_processes(tmp_path: Path) -> None:
-    vec, dispatcher, store = _vec_env(tmp_path, "local", n_envs=4)
+def test_terminal_steps_of_all_envs_go_out_as_one_submit_across_processes(tmp_path: Path, monkeypatch) -> None:
+    vec, dispatcher, core = _vec_env(tmp_path, "local", n_envs=4, monkeypatch=monkeypatch)
+    store = core.store
     try:
         vec.reset()
         masks = vec.env_method("action_masks")
@@ -163,7 +168,7 @@ def test_terminal_steps_of_all_envs_go_out_as_one_submit_across_processes(tmp_pa
 
         assert dispatcher.batches and len(dispatcher.batches) == 1 and len(dispatcher.batches[0]) == 4
         assert dones.all() and (obs["step"] == 0).all() and (obs["tokens"] == 0).all()  # auto-reset
-        target = vec.evaluator
+        target = vec.venv.evaluator
         for i, info in enumerate(infos):
             assert info["terminal_observation"]["step"] == vec.space.num_steps and not info["cached"]
             tokens = vec.space.encode(info["architecture"])
@@ -178,12 +183,12 @@ def test_terminal_steps_of_all_envs_go_out_as_one_submit_across_processes(tmp_pa
         assert store.count() == 4 and store.num_told() == 8
     finally:
         vec.close()
-        dispatcher.close()
-        store.close()
+        core.close()
 
 
-def test_a_repeat_within_a_batch_is_evaluated_once_and_the_budget_is_never_exceeded(tmp_path: Path) -> None:
-    vec, dispatcher, store = _vec_env(tmp_path, "inline", n_envs=4, budget=7)
+def test_a_repeat_within_a_batch_is_evaluated_once_and_the_budget_is_never_exceeded(tmp_path: Path, monkeypatch) -> None:
+    vec, dispatcher, core = _vec_env(tmp_path, "inline", n_envs=4, budget=7, monkeypatch=monkeypatch)
+    store = core.store
     try:
         vec.reset()
         _, rewards, _, infos = _play_episode(vec, [0, 0, 1, 2])  # envs 0 and 1 build the same network
@@ -191,21 +196,21 @@ def test_a_repeat_within_a_batch_is_evaluated_once_and_the_budget_is_never_excee
         assert [i["cached"] for i in infos] == [False, True, False, False] and rewards[0] == rewards[1]
 
         _, _, dones, infos = _play_episode(vec, [3, 1, 2, 1])  # 3 evaluations left for 4 architectures
-        assert dones.all() and [i["evaluated"] for i in infos] == [True, True, True, False]
-        assert infos[3]["result"].status == "not_started" and infos[3]["proposal_id"] is None
+        assert dones.all() and [i["result"].status for i in infos[:3]] != ["not_started"] * 3
+        assert [i["result"].status.value for i in infos].count("not_started") == 1
+        assert infos[3]["result"].status == "not_started" and "budget is spent" in infos[3]["result"].error
         assert store.num_told() == store.num_proposals() == 7
-        assert vec.recorder.remaining() == 0
+        assert core.remaining() == 0
     finally:
         vec.close()
-        dispatcher.close()
-        store.close()
+        core.close()
 
 
 # ---------------------------------------------------------------------------------------------- resume
 def test_resume_loads_the_model_and_continues_to_the_new_budget_without_re_evaluating(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sb3, "Dispatcher", CountingDispatcher)
+    monkeypatch.setattr(core_module, "Dispatcher", CountingDispatcher)
     run = RunDir(tmp_path / "run")
     first = run_sb3_search(run.path, _config("ppo", 8), progress=False)
     assert first.evaluations == 8
@@ -234,14 +239,14 @@ def test_resume_loads_the_model_and_continues_to_the_new_budget_without_re_evalu
 def test_proposals_left_in_flight_by_a_killed_driver_are_settled_on_resume(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     config = _config("a2c", 6, n_envs=2)
-    run.write_config(config)
-    envs = make_nas_envs(NB201_ID, {}, 1)
-    space = envs[0].space
-    with ResultStore(run.store_path) as store:  # what a driver killed mid-dispatch leaves behind
-        recorder = SearchRecorder(store, envs[0].evaluator.fingerprint())
-        archs = [space.sample(seed) for seed in (1, 2)]
-        recorder.propose(space, [(space.encode(a), a) for a in archs])
-        assert len(store.in_flight()) == 2
+    core = SearchCore(run.path, config)  # what a driver killed mid-dispatch leaves behind: registered proposals
+    space = core.space
+    archs = [space.sample(seed) for seed in (1, 2)]
+    with core.store.transaction():
+        for arch in archs:
+            core.store.add_proposal(core._record(core.new_proposal(space.encode(arch), arch, space)))
+    assert len(core.store.in_flight()) == 2
+    core.close()
     summary = run_sb3_search(run.path, config, progress=False)
     assert summary.finished and summary.evaluations == 6
     with ResultStore(run.store_path) as store:
