@@ -141,6 +141,7 @@ class SearchCore:
         self._proposals: dict[int, Proposal] = {}  # in flight, by proposal id
         self._waiting: dict[str, list[int]] = {}  # task key -> proposal ids waiting for that evaluation
         self._unsubmitted: list[Task] = []  # tasks waiting for room in the dispatcher
+        self._evaluators: dict[int, Evaluator] = {}  # the evaluator of each proposal in flight
         self._answers: dict[int, tuple[EvalResult, bool]] = {}  # told results kept for evaluate_batch
         records = self.store.in_flight() + self.store.told()
         self._next_id = max((r.proposal_id for r in records), default=0) + 1
@@ -199,6 +200,14 @@ class SearchCore:
             return 0
         return max(0, self.config.budget - self.num_told() - self.num_waiting())
 
+    def in_flight(self) -> list[Proposal]:
+        """The proposals registered (or resumed) and not told yet."""
+        return list(self._proposals.values())
+
+    def evaluator_of(self, proposal_id: int) -> Evaluator:
+        """The evaluator that scores a proposal in flight."""
+        return self._evaluators[proposal_id]
+
     def done(self) -> bool:
         """The budget is told, or time is out and nothing is left in flight."""
         return self.num_told() >= self.config.budget or (self.out_of_time() and not self._waiting)
@@ -210,28 +219,34 @@ class SearchCore:
         self._next_id += 1
         return proposal
 
-    def register(self, proposals: Sequence[Proposal]) -> None:
+    def register(self, proposals: Sequence[Proposal], evaluator: Evaluator | None = None) -> None:
         """Record new proposals with the face's state in one transaction; answer repeats from the store,
-        merge architectures already in flight, and submit the rest as far as the dispatcher has room."""
+        merge architectures already in flight, and submit the rest as far as the dispatcher has room.
+
+        ``evaluator``: scores these proposals instead of the env's own (``nas retrain`` registers each
+        architecture once per grid point); its fingerprint keys their results."""
         store = self.store
         assert store is not None
+        evaluator = evaluator or self.evaluator
+        fingerprint = evaluator.fingerprint()
         to_submit: list[Task] = []
         answered: list[tuple[int, EvalResult]] = []
         with self.stop.critical(), store.transaction():
             for proposal in proposals:
-                record = self._record(proposal)
+                record = self._record(proposal, fingerprint)
                 store.add_proposal(record)
                 self._next_id = max(self._next_id, proposal.id + 1)
                 self._proposals[proposal.id] = proposal
-                key = task_key(record.arch_key, self.fingerprint)
-                cached = store.get_cached(record.arch_key, self.fingerprint)
+                self._evaluators[proposal.id] = evaluator
+                key = task_key(record.arch_key, fingerprint)
+                cached = store.get_cached(record.arch_key, fingerprint)
                 if cached is not None:
                     answered.append((proposal.id, cached))
                 elif key in self._waiting:
                     self._waiting[key].append(proposal.id)  # the same architecture is already being evaluated
                 else:
                     self._waiting[key] = [proposal.id]
-                    to_submit.append(Task(key=key, evaluator=self.evaluator, arch=proposal.arch))
+                    to_submit.append(Task(key=key, evaluator=evaluator, arch=proposal.arch))
             self._save(face=True)
         for pid, result in answered:
             self._event([pid], result, fresh=False)
@@ -250,11 +265,11 @@ class SearchCore:
             with self.store.transaction():  # type: ignore[union-attr]
                 self.store.set_job_ids({self._waiting[t.key][0]: job for t, job in zip(batch, job_ids)})  # type: ignore[union-attr]
 
-    def _record(self, proposal: Proposal) -> ProposalRecord:
+    def _record(self, proposal: Proposal, fingerprint: str | None = None) -> ProposalRecord:
         return ProposalRecord(
             proposal_id=proposal.id,
             arch_key=proposal.space.key(proposal.arch),
-            fingerprint=self.fingerprint,
+            fingerprint=fingerprint or self.fingerprint,
             arch_json=proposal.arch.to_json(),
             tokens=tuple(int(t) for t in proposal.tokens),
             space_config=_space_config(proposal.space),
@@ -299,10 +314,11 @@ class SearchCore:
         store = self.store
         assert store is not None
         first = self._proposals[pids[0]]
+        fingerprint = self._evaluators[pids[0]].fingerprint()
         told: list[tuple[int, dict[str, float]]] = []
         with self.stop.critical(), store.transaction():
             if fresh:
-                store.put(first.space.key(first.arch), self.fingerprint, first.space.name, first.arch.to_json(), result)
+                store.put(first.space.key(first.arch), fingerprint, first.space.name, first.arch.to_json(), result)
             for j, pid in enumerate(pids):
                 cached = not fresh or j > 0
                 seq = store.mark_told(pid, result, cached)
@@ -315,6 +331,7 @@ class SearchCore:
         # committed: only now does the in-memory bookkeeping move on
         for pid in pids:
             self._proposals.pop(pid)
+            self._evaluators.pop(pid)
         self.best = max(self.best, float(result.reward))
         for seq, scalars in told:
             self.log(
@@ -355,20 +372,28 @@ class SearchCore:
         return out + [(spent, False)] * (len(items) - allowed)
 
     # ------------------------------------------------------------------ resume
-    def resume(self) -> list[Proposal]:
+    def resume(self, evaluators: Sequence[Evaluator] = ()) -> list[Proposal]:
         """Take over the proposals an earlier driver left in flight: answer them from the store, reattach to
-        their jobs (recorded id, or the claim of a job that started), or submit them again. Returns them."""
+        their jobs (recorded id, or the claim of a job that started), or submit them again. Returns them.
+
+        ``evaluators``: those registered with :meth:`register` besides the env's own, found by fingerprint;
+        a proposal whose evaluator is not among them stays in flight, untouched."""
         store = self.store
         assert store is not None
+        by_fingerprint = {e.fingerprint(): e for e in (self.evaluator, *evaluators)}
         reattach: dict[str, str] = {}
         answered: list[tuple[int, EvalResult]] = []
         resumed: list[Proposal] = []
         for record in store.in_flight():
+            evaluator = by_fingerprint.get(record.fingerprint)
+            if evaluator is None:
+                continue
             space = space_from_config(record.space_config)
             proposal = Proposal(record.proposal_id, record.tokens, space.decode(record.tokens), space)
             self._proposals[proposal.id] = proposal
+            self._evaluators[proposal.id] = evaluator
             resumed.append(proposal)
-            key = task_key(record.arch_key, self.fingerprint)
+            key = task_key(record.arch_key, record.fingerprint)
             stored = store.get_cached(record.arch_key, record.fingerprint)
             if stored is not None:
                 answered.append((proposal.id, stored))
@@ -382,7 +407,7 @@ class SearchCore:
                 if job_id:
                     reattach[key] = job_id
                 else:
-                    self._unsubmitted.append(Task(key=key, evaluator=self.evaluator, arch=proposal.arch))
+                    self._unsubmitted.append(Task(key=key, evaluator=evaluator, arch=proposal.arch))
         for pid, result in answered:
             self._event([pid], result, fresh=False)
         if reattach:

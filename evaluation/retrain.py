@@ -107,14 +107,14 @@ class RetrainRow:
 def top_architectures(run_dir: str | Path, k: int) -> tuple[Any, list[tuple[str, str, float]]]:
     """The run's space and its ``k`` best distinct successful architectures: (key, JSON, reward), best first."""
     from agents.run_dir import RunDir
-    from agents.search import make_env_parts
+    from agents.core import make_env_parts
     from nas_env.store import ResultStore
 
     run = RunDir(run_dir)
     config = run.read_config()
     if config.env_id != "NAS-CIFAR10-v0":
         raise ValueError(f"retraining is for NAS-CIFAR10-v0 searches; {run.path} searched {config.env_id}")
-    space, evaluator = make_env_parts(config.env_id, config.env_kwargs)
+    space, evaluator, _ = make_env_parts(config.env_id, config.env_kwargs)
     with ResultStore(run.store_path) as store:
         rows = [e for e in store.evaluations(evaluator.fingerprint()) if e.result.status is Status.OK]
     if not rows:
@@ -124,6 +124,29 @@ def top_architectures(run_dir: str | Path, k: int) -> tuple[Any, list[tuple[str,
     for e in rows:
         seen.setdefault(e.arch_key, (e.arch_key, e.arch_json, float(e.result.reward)))
     return space, list(seen.values())[:k]
+
+
+class _RetrainFace:
+    """Prints one line per retraining as the search core tells it (the core writes it to the store)."""
+
+    def __init__(self, points: list[dict[str, float]], total: int, log: Callable[[str], None] | None) -> None:
+        self.points, self.total, self.log = points, total, log
+        self.grid_point: dict[int, int] = {}  # proposal id -> grid point index
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def on_told(self, proposal: Any, result: EvalResult) -> dict[str, float]:
+        self.done += 1
+        if self.log:
+            r, point = result, self.points[self.grid_point[proposal.id]]
+            test = r.extra.get("test_accuracy")
+            self.log(f"[{self.done}/{self.total}] {point}: {r.status.value}"
+                     + (f", val {r.metric:.4f}, test {test:.4f}" if r.ok else f" ({(r.error or '')[:80]})")
+                     + f" ({time.perf_counter() - self.start:.0f} s)")  # fmt: skip
+        return {}
+
+    def checkpoint(self) -> None:
+        return None
 
 
 def retrain(
@@ -137,19 +160,21 @@ def retrain(
     data_dir: str | Path | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[RetrainRow]:
-    """Retrain the run's ``top`` architectures at every grid point; write ``retrain/summary.{json,md}``."""
-    from agents.run_dir import RunDir
-    from evaluation.ensemble import ensemble_accuracies
-    from nas_env.store import ResultStore
-    from slurm.config import ExecutorConfig
-    from slurm.dispatch import Dispatcher, Task
+    """Retrain the run's ``top`` architectures at every grid point; write ``retrain/summary.{json,md}``.
+
+    ``RUN_DIR/retrain`` is a run directory of the search core (:class:`agents.core.SearchCore`): its lock, its
+    setup checks, one transaction per result, and resuming an interrupted retraining (jobs still running are
+    reattached, finished ones are never trained again) come from there."""
+    from agents.core import SearchCore
+    from agents.run_dir import RunDir, SearchConfig
 
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     run = RunDir(run_dir)
     space, archs = top_architectures(run.path, top)
+    search_config = run.read_config()
     base = resolve_recipe(recipe).to_dict()
-    data_dir = data_dir if data_dir is not None else run.read_config().env_kwargs.get("data_dir")
+    data_dir = data_dir if data_dir is not None else search_config.env_kwargs.get("data_dir")
     out = run.path / "retrain"
     points = grid_points(grid if grid is not None else DEFAULT_GRID, base)
     evaluators = [
@@ -157,46 +182,52 @@ def retrain(
                          weights_dir=out / "weights", data_dir=data_dir, device=device, seed=seed)
         for p in points
     ]  # fmt: skip
-    dispatcher = Dispatcher(ExecutorConfig.from_dict(executor or {}), out / "jobs")
-    dispatcher.check()
+    env_kwargs = {**search_config.env_kwargs, "device": device, "recipe": base}
+    if data_dir is not None:
+        env_kwargs["data_dir"] = str(data_dir)
     results: dict[tuple[str, int], EvalResult] = {}
-    start = time.perf_counter()
-    with ResultStore(out / "store.sqlite") as store:
-        pending: list[tuple[str, Task]] = []
+    core_config = SearchConfig(env_id=search_config.env_id, env_kwargs=env_kwargs, agent="retrain", seed=seed,
+                               budget=1, executor=dict(executor or {}))  # fmt: skip
+    previous = RunDir(out).read_config() if RunDir(out).exists() else None
+    if previous is not None:  # an earlier retraining: the same settings, a budget covering what it told
+        core_config = SearchConfig(**{**core_config.to_dict(), "budget": previous.budget})
+    core = SearchCore(out, core_config)
+    try:
+        face = _RetrainFace(points, len(archs) * len(points), log)
+        core.attach(face)
+        fingerprints = [e.fingerprint() for e in evaluators]
+        for proposal in core.resume(evaluators):  # retrainings an interrupted run left in flight
+            face.grid_point[proposal.id] = fingerprints.index(core.evaluator_of(proposal.id).fingerprint())
+        in_flight = {(p.space.key(p.arch), face.grid_point[p.id]) for p in core.in_flight()}
+        store = core.store
+        todo: list[tuple[Architecture, int]] = []
         for key, arch_json, _ in archs:
-            arch = space.architecture_from_json(arch_json)
+            for i, evaluator in enumerate(evaluators):
+                stored = store.get_cached(key, evaluator.fingerprint())
+                if stored is not None:
+                    results[(key, i)] = stored
+                elif (key, i) not in in_flight:
+                    todo.append((space.architecture_from_json(arch_json), i))
+        if log and results:
+            log(f"{len(results)} of {face.total} retrainings already in {out / 'store.sqlite'}")
+        face.done = len(results)
+        core.config.budget = max(core.config.budget, core.num_told() + core.num_waiting() + len(todo))
+        core.run.write_config(core.config)
+        for arch, i in todo:
+            proposal = core.new_proposal(space.encode(arch), arch, space)
+            face.grid_point[proposal.id] = i
+            core.register([proposal], evaluator=evaluators[i])
+        core.drain()
+        for key, _, _ in archs:
             for i, evaluator in enumerate(evaluators):
                 stored = store.get(key, evaluator.fingerprint())
-                if stored is not None and stored.status is not Status.NOT_STARTED:
+                if stored is not None:
                     results[(key, i)] = stored
-                    continue
-                task_key = "r" + hashlib.sha1(f"{key}|{evaluator.fingerprint()}".encode()).hexdigest()[:20]
-                pending.append((task_key, Task(task_key, evaluator, arch)))
-        total, index = len(pending) + len(results), dict(pending)
-        if log and results:
-            log(f"{len(results)} of {total} retrainings already in {out / 'store.sqlite'}")
-        queue = [task for _, task in pending]
-        try:
-            while queue or dispatcher.in_flight():
-                room = dispatcher.capacity()
-                if queue and room:
-                    dispatcher.submit(queue[:room])
-                    queue = queue[room:]
-                for done in dispatcher.wait(timeout=5.0):
-                    task = index[done.key]
-                    arch_key = space.key(task.arch)
-                    i = evaluators.index(task.evaluator)
-                    store.put(arch_key, task.evaluator.fingerprint(), space.name, task.arch.to_json(), done.result)
-                    results[(arch_key, i)] = done.result
-                    if log:
-                        r = done.result
-                        test = r.extra.get("test_accuracy")
-                        log(f"[{len(results)}/{total}] {points[i]}: {r.status.value}"
-                            + (f", val {r.metric:.4f}, test {test:.4f}" if r.ok else f" ({(r.error or '')[:80]})")
-                            + f" ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-        finally:
-            dispatcher.close()
+    finally:
+        core.close()
     rows = _summarise(archs, points, results)
+    from evaluation.ensemble import ensemble_accuracies
+
     members = sorted((r for r in rows if r.chosen and r.weights_path), key=lambda r: -r.val_accuracy)
     ensemble = ensemble_accuracies([r.weights_path for r in members], data_dir)  # type: ignore[misc]
     _write_summary(out, rows, points, base, ensemble)
