@@ -97,3 +97,28 @@ def test_ppo_learns_through_sb3_make_vec_env(env_id: str, env_kwargs: dict, arch
         model.learn(total_timesteps=architectures * num_steps, callback=recorder)
         first, last = np.mean(recorder.rewards[:100]), np.mean(recorder.rewards[-100:])
         assert last > first + margin, (seed, first, last)
+
+
+@pytest.mark.parametrize("env_id", ["NAS-Synthetic-v0", "NAS-Bench-201-v0"])
+def test_the_usual_wrappers_work_unmodified(env_id: str, tmp_path) -> None:
+    from gymnasium.wrappers import FlattenObservation, RecordEpisodeStatistics, RenderCollection, TimeLimit
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics as VectorEpisodeStatistics
+
+    env = RecordEpisodeStatistics(TimeLimit(FlattenObservation(gym.make(env_id, render_mode="rgb_array")), 500))
+    env = RenderCollection(env)
+    obs, _ = env.reset(seed=0)
+    assert obs.ndim == 1
+    terminated = False
+    while not terminated:
+        obs, reward, terminated, truncated, info = env.step(0)
+    assert info["episode"]["l"] == env.unwrapped.space.num_steps and info["episode"]["r"] == pytest.approx(reward)
+    frames = env.render()
+    assert len(frames) == env.unwrapped.space.num_steps + 1 and all(f.ndim == 3 for f in frames)
+    env.close()
+
+    venv = VectorEpisodeStatistics(gym.make_vec(env_id, num_envs=2))
+    venv.reset(seed=0)
+    for _ in range(venv.unwrapped.space.num_steps):
+        _, _, terminated, _, infos = venv.step(np.array([0, 1]))
+    assert terminated.all() and infos["episode"]["l"].tolist() == [venv.unwrapped.space.num_steps] * 2
+    venv.close()
