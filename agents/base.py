@@ -59,6 +59,17 @@ class Agent(abc.ABC):
     def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:
         """Record the reward of one proposal; returns named scalars to log when something happened, else {}."""
 
+    def checkpoint_parts(self) -> dict[str, tuple[int | None, Any]]:
+        """The state as named parts, each ``(version, build)``: a search saves a part only when its version
+        changed since the last save (``None``: every time), so large parts that rarely change (a controller's
+        weights, updated every m rewards) are not rewritten with every event. ``build()`` gives the part.
+        :meth:`load_checkpoint_parts` takes the built parts back. The default is one part, the state dict."""
+        return {"state": (None, self.state_dict)}
+
+    def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
+        """Restore from the parts of :meth:`checkpoint_parts`."""
+        self.load_state_dict(parts["state"])
+
     def set_space(self, space: SearchSpace) -> None:
         """Later asks sample in ``space`` (the depth curriculum); proposals already out keep their own."""
         self.space = space

@@ -75,16 +75,16 @@ class Face(Protocol):
     def on_told(self, proposal: Proposal, result: EvalResult) -> dict[str, float]:
         """The result of ``proposal`` (inside the event's transaction); returns scalars to log with it."""
 
-    def checkpoint(self) -> bytes | None:
-        """The face's state to save in the same transaction (None: nothing to save)."""
+    def checkpoint(self) -> dict[str, bytes | None]:
+        """The face's state to save in the same transaction, as named blobs (None: unchanged since saved)."""
 
 
 class _SilentFace:
     def on_told(self, proposal: Proposal, result: EvalResult) -> dict[str, float]:
         return {}
 
-    def checkpoint(self) -> bytes | None:
-        return None
+    def checkpoint(self) -> dict[str, bytes | None]:
+        return {}
 
 
 def make_env_parts(env_id: str, env_kwargs: dict[str, Any]) -> tuple[SearchSpace, Evaluator, NASEnv]:
@@ -421,14 +421,15 @@ class SearchCore:
         state = {"elapsed_s": self.elapsed_s(), "simulated_s": self.simulated_s}
         self.store.save_state(CORE_STATE, json.dumps(state).encode())  # type: ignore[union-attr]
         if face:
-            blob = self.face.checkpoint()
+            parts = self.face.checkpoint()
             crash_point("agent.checkpoint")
-            if blob is not None:
-                self.store.save_state(FACE_STATE, blob)  # type: ignore[union-attr]
+            for name, blob in parts.items():
+                if blob is not None:
+                    self.store.save_state(f"{FACE_STATE}/{name}", blob)  # type: ignore[union-attr]
 
-    def face_state(self) -> bytes | None:
-        """The face checkpoint saved with the last committed event (None for a new run)."""
-        return self.store.load_state(FACE_STATE)  # type: ignore[union-attr]
+    def face_state(self) -> dict[str, bytes]:
+        """The face's checkpoint as of the last committed event, by part name (empty for a new run)."""
+        return self.store.load_states(prefix=f"{FACE_STATE}/")  # type: ignore[union-attr]
 
     def _load_state(self) -> dict[str, Any]:
         blob = self.store.load_state(CORE_STATE)  # type: ignore[union-attr]

@@ -402,20 +402,35 @@ class ReinforceAgent(Agent):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._state(include_weights=True))
+
+    def _state(self, include_weights: bool) -> dict[str, Any]:
+        """The state, its tensors shared with the live agent (callers copy or serialise it at once)."""
         pending = [{**self._proposal_to_dict(p), "reward": reward} for p, reward in self.pending]
-        return copy.deepcopy(
-            {
-                **self._base_state(),
-                "config": asdict(self.config),
-                "kinds": dict(self.controller.kinds),
-                "controller": self.controller.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "baseline": self.baseline,
-                "pending": pending,
-                "num_updates": self.num_updates,
-                "generator": self.generator.get_state(),
-            }
-        )
+        state = {
+            **self._base_state(),
+            "config": asdict(self.config),
+            "kinds": dict(self.controller.kinds),
+            "baseline": self.baseline,
+            "pending": pending,
+            "num_updates": self.num_updates,
+            "generator": self.generator.get_state(),
+        }
+        if include_weights:
+            state.update(controller=self.controller.state_dict(), optimizer=self.optimizer.state_dict())
+        return state
+
+    def checkpoint_parts(self) -> dict[str, tuple[int | None, Any]]:
+        """The weights and optimizer change only on an update (every m rewards): saved then; the rest (pending
+        rewards, baseline, RNG, ids) with every event."""
+        return {
+            "weights": (self.num_updates, lambda: {"controller": self.controller.state_dict(),
+                                                   "optimizer": self.optimizer.state_dict()}),  # fmt: skip
+            "rest": (None, lambda: self._state(include_weights=False)),
+        }
+
+    def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
+        self.load_state_dict({**parts["rest"], **parts["weights"]})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("config") != asdict(self.config) or state.get("kinds") != self.controller.kinds:

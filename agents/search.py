@@ -24,6 +24,12 @@ from agents.run_dir import SearchConfig
 from nas_env.results import EvalResult
 from nas_env.spaces import SearchSpace
 
+def _serialise(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
 __all__ = ["Search", "SearchSummary", "make_env_parts", "open_search", "run_search"]
 
 
@@ -66,6 +72,7 @@ class Search:
                 self.config.agent, self._space_for(0), seed=self.config.seed, **self.config.agent_kwargs
             )
             self._num_asked = 0
+            self._saved_versions: dict[str, int] = {}
             self._depth: int | None = getattr(self._space_for(0), "num_layers", None)
             self._restore()
             self.core.attach(self)
@@ -106,10 +113,17 @@ class Search:
         scalars = self.agent.tell(proposal, float(result.reward))
         return {"search/depth": float(self._depth or 0), **scalars}
 
-    def checkpoint(self) -> bytes:
-        buffer = io.BytesIO()
-        torch.save({"agent": self.agent.state_dict(), "num_asked": self._num_asked, "depth": self._depth}, buffer)
-        return buffer.getvalue()
+    def checkpoint(self) -> dict[str, bytes | None]:
+        """The agent's parts that changed since they were last saved (None: unchanged), and the loop's counters."""
+        parts: dict[str, bytes | None] = {"loop": _serialise({"num_asked": self._num_asked, "depth": self._depth})}
+        for name, (version, build) in self.agent.checkpoint_parts().items():
+            if version is not None and self._saved_versions.get(name) == version:
+                parts[f"agent.{name}"] = None
+                continue
+            parts[f"agent.{name}"] = _serialise(build())
+            if version is not None:
+                self._saved_versions[name] = version  # a transaction that fails ends the driver: no rollback here
+        return parts
 
     # ------------------------------------------------------------------ asking
     def _space_for(self, num_asked: int) -> SearchSpace:
@@ -138,11 +152,13 @@ class Search:
 
     # ------------------------------------------------------------------ resume
     def _restore(self) -> None:
-        blob = self.core.face_state()
-        if blob is None:
+        blobs = self.core.face_state()
+        if not blobs:
             return
-        state = torch.load(io.BytesIO(blob), weights_only=False)
-        self._num_asked = state["num_asked"]
-        self._depth = state["depth"]
+        loop = torch.load(io.BytesIO(blobs["loop"]), weights_only=False)
+        self._num_asked = loop["num_asked"]
+        self._depth = loop["depth"]
         self.agent.set_space(self._space_for(max(self._num_asked - 1, 0)))
-        self.agent.load_state_dict(state["agent"])
+        parts = {name.removeprefix("agent."): torch.load(io.BytesIO(blob), weights_only=False)
+                 for name, blob in blobs.items() if name.startswith("agent.")}  # fmt: skip
+        self.agent.load_checkpoint_parts(parts)

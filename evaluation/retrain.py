@@ -145,8 +145,8 @@ class _RetrainFace:
                      + f" ({time.perf_counter() - self.start:.0f} s)")  # fmt: skip
         return {}
 
-    def checkpoint(self) -> None:
-        return None
+    def checkpoint(self) -> dict[str, bytes | None]:
+        return {}
 
 
 def retrain(

@@ -277,6 +277,11 @@ class ResultStore:
         """Keep a blob (e.g. the agent checkpoint) beside the results, in the same transaction if any."""
         self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", (name, sqlite3.Binary(value)))
 
+    def load_states(self, prefix: str) -> dict[str, bytes]:
+        """Every blob whose name starts with ``prefix``, by the rest of its name."""
+        rows = self._db.execute("SELECT name, value FROM state WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
+        return {name[len(prefix):]: bytes(value) for name, value in rows}
+
     def load_state(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM state WHERE name=?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
