@@ -10,6 +10,9 @@ batch size, optimizer and number of images; the first batch of each run (warm-up
   RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize do, written by hand), default
   collate, NCHW float32, ``num_workers`` 0 and 2.
 
+It also times the setup check a search runs before any child (``TrainingEvaluator.prepare()``) on the
+intact data and on a copy with a truncated batch file, against one fast epoch.
+
 Images below 32x32 are downsampled once, before either run, and both get the same downsampled images.
 Data: ``$NAS_DATA_DIR/cifar10-subset`` (or ``--data-dir``).
 
@@ -104,6 +107,37 @@ def fast_images_per_s(
     return out.train_images_per_s
 
 
+def setup_check_seconds(data_dir: Path, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``TrainingEvaluator.prepare()`` (the driver's check before any child) on the intact
+    data and on a copy whose data_batch_3 is cut in half (it must stop on that file, naming it)."""
+    import shutil
+    import tempfile
+
+    from nas_env.data import CorruptDatasetError
+    from nas_env.evaluators import TrainingEvaluator
+
+    def timed(folder: Path, corrupt: bool) -> float:
+        start = time.perf_counter()
+        try:
+            TrainingEvaluator(recipe="tiny", data_dir=folder, device="cpu", download=False).prepare()
+        except CorruptDatasetError:
+            if not corrupt:
+                raise
+        else:
+            if corrupt:
+                raise SystemExit("prepare() accepted a truncated batch file")
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "cifar10-subset"
+        shutil.copytree(data_dir, copy)
+        batch = copy / "data_batch_3"
+        batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
+        intact = [timed(data_dir, False) for _ in range(repeats)]
+        truncated = [timed(copy, True) for _ in range(repeats)]
+    return statistics.median(intact), statistics.median(truncated)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resolution", type=int, default=32)
@@ -170,6 +204,13 @@ def main() -> None:
     for name, value in naive.items():
         print(f"ratio fast / {name}: {fast / value:.2f}x")
     print(f"ratio fast / best naive ({best}): {fast / naive[best]:.2f}x")
+
+    # the setup check a search runs before any child: it reads and verifies the batch files, nothing more
+    intact_s, truncated_s = setup_check_seconds(data_dir, args.repeats)
+    epoch_s = args.images / fast
+    print(f"\nsetup check (prepare): intact data {intact_s:.3f} s, truncated batch file {truncated_s:.3f} s; "
+          f"one fast epoch of {args.images} images {epoch_s:.3f} s")
+    print(f"ratio setup check on truncated data / one fast epoch: {truncated_s / epoch_s:.2f}x")
 
 
 if __name__ == "__main__":

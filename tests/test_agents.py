@@ -315,7 +315,7 @@ def test_make_agent_names_and_errors() -> None:
         assert isinstance(make_agent(name, space), cls) and cls.name == name
     with pytest.raises(ValueError, match="evolution, random, reinforce"):
         make_agent("ppo", space)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="learning_rate"):
         make_agent("reinforce", space, learning_rate=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="proposal 0 was never asked for"):
         make_agent("random", space).tell(make_agent("random", space, seed=1).ask(1)[0], 1.0)

@@ -49,9 +49,12 @@ def test_search_on_slurm_survives_a_killed_driver(slurm_cluster: Path, tmp_path:
             if len(submitted) >= 4:
                 break
     assert driver.poll() is None, driver.stderr.read()
+    # the kill must land with max-in-flight jobs submitted and running, or the reattach check below is empty
+    assert len(submitted) >= 4, f"only {len(submitted)} jobs submitted before the deadline"
     os.kill(driver.pid, signal.SIGKILL)  # jobs keep running on the cluster
     driver.wait()
     ids_at_kill = {r.job_id for r in submitted}
+    assert len(ids_at_kill) == len(submitted)  # one job per proposal
 
     resumed = subprocess.run(base + ["--resume", str(run_dir), "--no-progress"], capture_output=True, text=True,
                              timeout=300)

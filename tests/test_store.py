@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nas_env.results import EvalResult, Status, failure
-from nas_env.store import ProposalRecord, ResultStore
+from nas_env.store import ProposalRecord, ResultStore, StoreError
 
 
 def _ok(reward: float) -> EvalResult:
@@ -23,13 +24,18 @@ def _ok(reward: float) -> EvalResult:
 
 def test_results_are_keyed_by_architecture_and_evaluator(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "s.sqlite") as store:
-        store.put("arch-a", "budget-1", "cnn", "{}", _ok(0.5))
+        first = store.put("arch-a", "budget-1", "cnn", "{}", _ok(0.5))
         store.put("arch-a", "budget-2", "cnn", "{}", _ok(0.7))
         assert store.get("arch-a", "budget-1").reward == 0.5
         assert store.get("arch-a", "budget-2").reward == 0.7
         assert store.get("arch-b", "budget-1") is None
-        store.put("arch-a", "budget-1", "cnn", "{}", _ok(0.6))  # a repeat replaces, never duplicates
+        # a repeat replaces, never duplicates: the same row, now holding the new value
+        assert store.put("arch-a", "budget-1", "cnn", "{}", _ok(0.6)) == first
+        assert store.get("arch-a", "budget-1") == _ok(0.6)
+        assert store.get("arch-a", "budget-2").reward == 0.7
         assert store.count() == 2
+        assert [(e.arch_key, e.fingerprint, e.result.reward) for e in store.evaluations()] == [
+            ("arch-a", "budget-1", 0.6), ("arch-a", "budget-2", 0.7)]
         assert [e.result.reward for e in store.best(1)] == [0.7]
 
 
@@ -77,8 +83,10 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_a_non_database_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(sqlite3.DatabaseError, match=str(path)):
+    with pytest.raises(StoreError, match=f"{re.escape(str(path))} is damaged or not a sqlite database") as info:
         ResultStore(path)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    assert path.read_bytes() == b"this is not sqlite" * 100  # left as it was, for the user to move aside
 
 
 WRITER = textwrap.dedent(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -258,16 +257,35 @@ def test_prepare_refuses_an_empty_data_dir_without_training(tmp_path: Path, monk
         TrainingEvaluator(recipe="tiny", device="cpu", download=False).prepare()
 
 
-def test_prepare_names_a_truncated_batch_file(cifar_dir: Path, tmp_path: Path) -> None:
+def test_prepare_names_a_truncated_batch_file(
+    cifar_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nas_env.training
+
     copy = tmp_path / "cifar10-subset"
     shutil.copytree(cifar_dir, copy)
     batch = copy / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
-    start = time.perf_counter()
+    before = sorted(p.name for p in copy.iterdir())
+    trained: list[str] = []  # the real functions, recording that they were reached
+
+    def recorded(name: str):
+        real = getattr(nas_env.training, name)
+
+        def call(*args, **kwargs):
+            trained.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("prepare_data", "train_child"):
+        monkeypatch.setattr(nas_env.training, name, recorded(name))
     with pytest.raises(CorruptDatasetError, match="data_batch_3: not a readable pickle, maybe truncated") as info:
         TrainingEvaluator(recipe="tiny", data_dir=copy, device="cpu", download=False).prepare()
     assert isinstance(info.value, SetupError) and "\n" not in str(info.value)
-    assert time.perf_counter() - start < 10
+    assert info.value.path == batch
+    assert trained == []  # it reads the files only, nothing is prepared or trained (its cost: bench_trainer.py)
+    assert sorted(p.name for p in copy.iterdir()) == before  # no download, nothing written beside the data
 
 
 def test_prepare_refuses_cuda_on_a_machine_without_it(cifar_dir: Path) -> None:
