@@ -62,6 +62,16 @@ class SearchSummary:
     wall_time_s: float = 0.0
     simulated_time_s: float = 0.0
     out_of_time: bool = False
+    workers: int = 1
+    busy_worker_s: float = 0.0  # worker time the told evaluations occupied (their wall_time_s)
+    driver_cpu_ms_per_child: float | None = None  # this driver process's CPU per result it told
+    virtual_clock: bool = False  # wall_time_s is the simulated executor's virtual time
+
+    @property
+    def utilization(self) -> float:
+        """Busy worker time / available worker time (workers x makespan)."""
+        available = self.workers * self.wall_time_s
+        return self.busy_worker_s / available if available > 0 else 0.0
 
     @property
     def finished(self) -> bool:
@@ -149,7 +159,9 @@ class SearchCore:
         state = self._load_state()
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self.simulated_s = float(state.get("simulated_s", 0.0))
+        self.busy_s = float(state.get("busy_s", 0.0))
         self._session_start = time.monotonic()
+        self._cpu_start, self._told_at_start = time.process_time(), self.store.num_told()
         self._bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -170,7 +182,10 @@ class SearchCore:
 
     # ------------------------------------------------------------------ limits
     def elapsed_s(self) -> float:
-        """Search time so far, over every driver process of this run."""
+        """Search time so far, over every driver process of this run (the virtual clock's time on the
+        simulated executor, which keeps its clock across drivers)."""
+        if self.dispatcher is not None and self.dispatcher.virtual:
+            return self.dispatcher.clock()
         return self._elapsed_before + time.monotonic() - self._session_start
 
     def out_of_time(self) -> bool:
@@ -327,6 +342,8 @@ class SearchCore:
                 told.append((seq, scalars))
                 self._answers[pid] = (result, cached)
             self.simulated_s += len(pids) * float(result.extra.get("simulated_train_time_s", 0.0))
+            if fresh:
+                self.busy_s += float(result.wall_time_s)
             self._save(face=True)
         # committed: only now does the in-memory bookkeeping move on
         for pid in pids:
@@ -352,7 +369,8 @@ class SearchCore:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Named scalars at ``step`` (the told sequence number) to ``scalars.csv`` and TensorBoard."""
-        self.logger.log(step, scalars)  # type: ignore[union-attr]
+        virtual = self.dispatcher is not None and self.dispatcher.virtual
+        self.logger.log(step, scalars, when=self.elapsed_s() if virtual else None)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ the vector env's batches
     def evaluate_batch(
@@ -418,7 +436,7 @@ class SearchCore:
     # ------------------------------------------------------------------ state
     def _save(self, face: bool) -> None:
         """The core's counters (and the face's checkpoint) into the open transaction."""
-        state = {"elapsed_s": self.elapsed_s(), "simulated_s": self.simulated_s}
+        state = {"elapsed_s": self.elapsed_s(), "simulated_s": self.simulated_s, "busy_s": self.busy_s}
         self.store.save_state(CORE_STATE, json.dumps(state).encode())  # type: ignore[union-attr]
         if face:
             parts = self.face.checkpoint()
@@ -436,7 +454,13 @@ class SearchCore:
         return {} if blob is None else dict(json.loads(blob.decode()))
 
     def summary(self, k: int = 5) -> SearchSummary:
+        told_here = self.num_told() - self._told_at_start
+        cpu_ms = 1000 * (time.process_time() - self._cpu_start) / told_here if told_here else None
         return SearchSummary(
+            workers=int(self.executor_config.max_in_flight),
+            busy_worker_s=self.busy_s,
+            driver_cpu_ms_per_child=cpu_ms,
+            virtual_clock=bool(self.dispatcher is not None and self.dispatcher.virtual),
             run_dir=self.run.path,
             evaluations=self.num_told(),
             budget=self.config.budget,

@@ -179,8 +179,9 @@ class ScalarLogger:
         except ImportError:  # tensorboard is an optional extra
             self._tb = None
 
-    def log(self, step: int, scalars: dict[str, float]) -> None:
-        now = time.time()
+    def log(self, step: int, scalars: dict[str, float], when: float | None = None) -> None:
+        """``when``: the time column (default the Unix time; the simulated executor passes its virtual time)."""
+        now = time.time() if when is None else when
         for name, value in scalars.items():
             value = float(value)
             if math.isnan(value):

@@ -195,7 +195,11 @@ def _print_summary(summary: Any, config: Any, top: int) -> None:
 
     space, _, _ = make_env_parts(config.env_id, config.env_kwargs)
     state = "finished" if summary.finished else f"stopped ({summary.in_flight} still in flight; --resume to go on)"
-    print(f"\n{summary.evaluations}/{summary.budget} evaluations, {state}, {summary.wall_time_s:.1f} s")
+    clock = "virtual s" if summary.virtual_clock else "s"
+    print(f"\n{summary.evaluations}/{summary.budget} evaluations, {state}, {summary.wall_time_s:.1f} {clock}")
+    cpu = "-" if summary.driver_cpu_ms_per_child is None else f"{summary.driver_cpu_ms_per_child:.2f} ms"
+    print(f"utilization {100 * summary.utilization:.1f}% of {summary.workers} workers, makespan "
+          f"{summary.wall_time_s:.1f} {clock}, driver CPU {cpu} per finished child")
     perplexity = any(row.result.extra.get("metric_name") == "val_perplexity" for row in summary.best[:top])
     print(f"{'rank':>4}  {'reward':>8}  {'val ppl' if perplexity else 'val acc':>8}  {'status':<9} {'params':>9}  architecture")
     for rank, row in enumerate(summary.best[:top], 1):

@@ -65,6 +65,14 @@ class Evaluator(abc.ABC):
         nothing.
         """
 
+    def simulate(self, arch: Architecture) -> tuple[EvalResult, float]:
+        """The result of ``arch`` and how many seconds its evaluation occupies a worker, without spending them
+        (what the ``simulated`` executor runs). The default evaluates for real and takes the evaluator's own
+        estimate (``simulated_train_time_s`` in the result, e.g. the NB201 table's training time) or the time
+        it took. A SetupError raises, as in :func:`safe_evaluate`."""
+        result = safe_evaluate(self, arch)
+        return result, float(result.extra.get("simulated_train_time_s", result.wall_time_s))
+
     def __call__(self, arch: Architecture) -> EvalResult:
         return self.evaluate(arch)
 
@@ -122,7 +130,14 @@ class SyntheticEvaluator(Evaluator):
         target = self.target_tokens if space is None else self._target(space)
         return float(np.mean(np.asarray(tokens) == np.asarray(target)))
 
+    def simulate(self, arch: Architecture) -> tuple[EvalResult, float]:
+        """The same result as :meth:`evaluate`, at once; it would take ``epochs x seconds_per_epoch``."""
+        return self._evaluate(arch, None, sleep=False), self.epochs * self.seconds_per_epoch
+
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
+        return self._evaluate(arch, checkpoint_path, sleep=True)
+
+    def _evaluate(self, arch: Architecture, checkpoint_path: str | Path | None, sleep: bool) -> EvalResult:
         start = time.perf_counter()
         if self.space.key(arch) in self.fail_keys:
             raise RuntimeError(f"injected failure for architecture {self.space.key(arch)}")
@@ -133,7 +148,8 @@ class SyntheticEvaluator(Evaluator):
         if path is not None and path.exists():
             epoch = resumed_from = pickle.loads(path.read_bytes())["epoch"]
         while epoch < self.epochs:
-            time.sleep(self.seconds_per_epoch)
+            if sleep:
+                time.sleep(self.seconds_per_epoch)
             epoch += 1
             if path is not None:
                 path.write_bytes(pickle.dumps({"epoch": epoch}))

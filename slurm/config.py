@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 from nas_env.config_dicts import dataclass_from_dict
 
 #: the executors a :class:`~slurm.dispatch.Dispatcher` knows, the default first
-EXECUTORS: tuple[str, ...] = ("local", "slurm", "inline")
+EXECUTORS: tuple[str, ...] = ("local", "slurm", "inline", "simulated")
 
 
 class ClusterConfigError(RuntimeError):
@@ -41,6 +41,11 @@ class ExecutorConfig:
     The local executor uses ``time_limit_min``, ``max_requeues`` and ``gpus_per_child`` (each child sees
     GPUs ``0..gpus_per_child-1`` through CUDA_VISIBLE_DEVICES; 0 hides all GPUs); the resource fields
     only matter on SLURM.
+
+    The ``simulated`` executor (``max_in_flight`` workers on a virtual clock, see
+    :mod:`slurm.simulated_backend`) reads the ``sim_*`` fields: a queue delay and a start-up time per job,
+    the probability that a child fails or is preempted part-way (a preempted child is requeued, up to
+    ``max_requeues`` times, and resumes its remaining epochs), and the seed of those draws.
     """
 
     executor: str = "local"
@@ -56,6 +61,11 @@ class ExecutorConfig:
     poll_interval_s: float = 1.0
     max_requeues: int = 3
     job_name: str = "nas-child"
+    sim_queue_delay_s: float = 0.0
+    sim_startup_s: float = 0.0
+    sim_failure_rate: float = 0.0
+    sim_preemption_rate: float = 0.0
+    sim_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -68,6 +78,12 @@ class ExecutorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mem_gb is not None and float(self.mem_gb) <= 0:
             raise ValueError(f"mem_gb must be > 0 or None, got {self.mem_gb}")
+        for name in ("sim_queue_delay_s", "sim_startup_s"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("sim_failure_rate", "sim_preemption_rate"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if float(self.poll_interval_s) <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
         if not isinstance(self.extra_sbatch, Mapping):
@@ -111,7 +127,8 @@ class ExecutorConfig:
         """Add ``--executor``, ``--slurm-partition``, ... and ``--executor-config FILE`` to a CLI parser."""
         g = parser.add_argument_group("executor (where children train)")
         g.add_argument("--executor-config", type=Path, default=None, help="TOML/JSON file with these settings")
-        g.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default), slurm or inline")
+        g.add_argument("--executor", choices=EXECUTORS, default=None,
+                       help="local (default), slurm, inline, or simulated (a virtual clock)")
         g.add_argument("--slurm-partition", dest="partition", default=None,
                        help="SLURM partition (default: the cluster's default)")
         g.add_argument("--gpus-per-child", type=int, default=None)
@@ -127,6 +144,12 @@ class ExecutorConfig:
         g.add_argument(
             "--sbatch", action="append", default=None, metavar="KEY=VALUE", help="extra #SBATCH option (repeatable)"
         )
+        s = parser.add_argument_group("simulated executor (--executor simulated: a virtual clock, no waiting)")
+        s.add_argument("--sim-queue-delay-s", type=float, default=None, help="queue wait of every job")
+        s.add_argument("--sim-startup-s", type=float, default=None, help="start-up time of every job")
+        s.add_argument("--sim-failure-rate", type=float, default=None, help="probability that a child fails")
+        s.add_argument("--sim-preemption-rate", type=float, default=None, help="probability that a child is preempted")
+        s.add_argument("--sim-seed", type=int, default=None, help="seed of the failure and preemption draws")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ExecutorConfig":
