@@ -362,7 +362,7 @@ def architecture_svg(arch: Architecture, title: str | None = None, css_class: st
     figure = architecture_figure(arch, title)
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nas-rl"}):
-        figure.savefig(buffer, format="svg")
+        figure.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: not allowed inside HTML
     return svg.replace("<svg ", f'<svg class="{css_class}" role="img" ', 1)
