@@ -15,7 +15,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #dee2e6}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #dee2e6;padding:.3em .5em;vertical-align:top;text-align:left}
 th{background:#f1f3f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.kv th{width:14em}img{max-width:100%;height:auto}svg.arch{max-width:100%;height:auto;display:block}
+table.kv th{width:14em}img{max-width:100%;height:auto}svg.arch{max-width:min(100%,440px);height:auto;display:block}
 code{font-size:.8em;word-break:break-all}.state{color:#495057}.live{color:#d9480f;font-weight:bold}
 figure{margin:.5em 0}figcaption{color:#495057;font-size:.9em}
 """
