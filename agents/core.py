@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import gymnasium as gym
 
@@ -146,6 +146,8 @@ class SearchCore:
                 shutil.rmtree(self.run.path, ignore_errors=True)  # a refused new run leaves nothing behind
             raise
         self.face: Face = _SilentFace()
+        #: called with the told count after each committed event (e.g. the CLI's live report); keep them quick
+        self.on_told_callbacks: list[Callable[[int], None]] = []
         self.stop = GracefulStop()
         self.stop.install()
         self._proposals: dict[int, Proposal] = {}  # in flight, by proposal id
@@ -366,6 +368,8 @@ class SearchCore:
             self._bar.n = self.num_told()
             self._bar.set_postfix(best=f"{self.best:.4g}", in_flight=self.num_waiting(), refresh=False)
             self._bar.refresh()
+        for callback in self.on_told_callbacks:
+            callback(self.num_told())
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Named scalars at ``step`` (the told sequence number) to ``scalars.csv`` and TensorBoard."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -11,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from evaluation.curves import Curve
+from evaluation.html import write_atomic
 
 AXIS_LABELS = {"evaluations": "architectures evaluated", "simulated_time_s": "simulated training time (s)"}
 QUANTITY_LABELS = {
@@ -27,9 +29,10 @@ def new_figure(ncols: int, nrows: int = 1, width: float = 5.2, height: float = 3
 
 
 def save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    return path
+    """Save as the format of ``path``'s suffix, atomically (a live report's reader never sees half a file)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format=Path(path).suffix.lstrip(".") or "png")
+    return write_atomic(path, buffer.getvalue())
 
 
 def plot_curves(
@@ -151,4 +154,43 @@ def plot_reward_distribution(seq: np.ndarray, rewards: np.ndarray, windows: int,
     right.set_ylabel("reward")
     right.grid(alpha=0.3, axis="y")
     figure.suptitle(title, fontsize="medium")
+    return save(figure, path)
+
+
+def plot_scalars(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """One small panel per named scalar (``name -> (steps, values)``), e.g. REINFORCE's baseline and entropy."""
+    names = list(series)
+    ncols = min(3, max(1, len(names)))
+    nrows = math.ceil(len(names) / ncols)
+    figure = new_figure(ncols, nrows, width=4.0, height=2.6)
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        steps, values = series[name]
+        ax.plot(steps, values, lw=1.2, marker="." if len(steps) < 60 else None)
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel("told evaluations", fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize="small")
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
+    figure.suptitle(title, fontsize="medium")
+    return save(figure, path)
+
+
+def plot_pareto(cost: np.ndarray, score: np.ndarray, front: list[int], path: Path, xlabel: str, ylabel: str,
+                title: str) -> Path:
+    """Every architecture's (cost, score) with the non-dominated ones (``front``, by increasing cost) joined."""
+    figure = new_figure(1)
+    ax = figure.subplots()
+    ax.scatter(cost, score, s=10, alpha=0.45, label="architecture")
+    if front:
+        ax.plot(cost[front], score[front], drawstyle="steps-post", color="C3", lw=1.2)
+        ax.scatter(cost[front], score[front], s=22, color="C3", zorder=3, label=f"Pareto front ({len(front)})")
+    if np.all(cost > 0) and cost.size and cost.max() / max(cost.min(), 1e-12) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
     return save(figure, path)

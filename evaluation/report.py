@@ -14,14 +14,18 @@ Comparison (``write_compare_report(OUT)``), from ``OUT/compare.json`` and ``OUT/
 Tables hold no wall-clock times (those are in ``timings.json``), so the same seeds give identical tables.
 
 One search (``write_run_report(RUN_DIR)``), into ``RUN_DIR/report/``: ``best_so_far.png``,
-``rewards.png`` (scatter + rolling mean, boxplots per window of evaluations), ``top_k.md`` / ``top_k.csv``
-and ``summary.json``.
+``rewards.png`` (scatter + rolling mean, boxplots per window of evaluations), ``top_k.md`` / ``top_k.csv``,
+``summary.json``, ``agent_scalars.png`` and ``pareto.png`` when there is data, and ``index.html``: one
+self-contained page with all of them and the top-k architectures drawn (:mod:`evaluation.report_html`).
+A comparison also gets ``OUT/index.html``. Every file is replaced atomically, so a search can refresh its
+report while someone reads it (:mod:`evaluation.live`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 from pathlib import Path
@@ -32,6 +36,7 @@ import numpy as np
 from evaluation import plots
 from evaluation.compare_spec import CompareSpec, read_spec, read_timings, run_name, runs_dir
 from evaluation.curves import Curve, group_curves
+from evaluation.html import write_atomic
 from evaluation.stats import MeanCI, mean_ci, welch_difference
 from evaluation.traces import RunTrace, Step, load_trace
 
@@ -192,7 +197,18 @@ def write_compare_report(out_dir: str | Path) -> CompareReport:
     ]
     markdown = compare_markdown(spec, agents, optimum, _timings(out), [f.name for f in files])
     files.insert(0, _write_text(out / "summary.md", markdown))
+    files.append(_write_text(out / "index.html", _compare_html(out, spec, agents, runs, optimum, traces, files)))
     return CompareReport(out, spec, agents, runs, optimum, files)
+
+
+def _compare_html(out: Path, spec: CompareSpec, agents: list[dict[str, Any]], runs: list[dict[str, Any]],
+                  optimum: Optimum | None, traces: dict[str, list[RunTrace]], files: list[Path]) -> str:
+    from evaluation.report_html import architecture_of, compare_page
+
+    picks = {run_name(a.label, seed): architecture_of(trace.pick)
+             for a in spec.agents for seed, trace in zip(spec.seeds, traces[a.label])}  # fmt: skip
+    figures = [f for f in files if f.suffix == ".png"]
+    return compare_page(spec, agents, runs, optimum, figures, picks, _timings(out))
 
 
 def _summary_json(spec: CompareSpec, agents: list[dict[str, Any]], optimum: Optimum | None) -> dict[str, Any]:
@@ -313,8 +329,11 @@ def _seed_range(seeds: Sequence[int]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def write_run_report(run_dir: str | Path, k: int = 10) -> list[Path]:
-    """Report on one finished search into ``RUN_DIR/report/``; returns the files written."""
+def write_run_report(run_dir: str | Path, k: int = 10, live: bool = False, refresh_s: int = 15) -> list[Path]:
+    """Report on one search into ``RUN_DIR/report/``; returns the files written. ``live``: the search is still
+    running, so ``index.html`` reloads itself every ``refresh_s`` seconds. Every file is replaced atomically."""
+    from evaluation.report_html import architecture_of, run_figures, run_page
+
     trace = load_trace(run_dir)
     if not trace.steps:
         raise ValueError(f"{run_dir}: the search has told no evaluation yet; nothing to report")
@@ -327,13 +346,23 @@ def write_run_report(run_dir: str | Path, k: int = 10) -> list[Path]:
     picked = trace.picked_test_so_far() if trace.has_test else None
     top = top_k(trace, k)
     n = rewards.size
+    summary = _run_summary(trace)
     files = [
         plots.plot_run(seq, rewards, trace.best_so_far(), failed, out / "best_so_far.png", title, picked),
         plots.plot_reward_distribution(seq, rewards, min(10, n), max(2, min(20, n // 10 or 1)), out / "rewards.png", title),
         _write_text(out / "top_k.md", top_k_markdown(top, title)),
         _write_csv(out / "top_k.csv", top),
-        _write_json(out / "summary.json", _run_summary(trace)),
+        _write_json(out / "summary.json", summary),
     ]
+    figures = {f.name: f for f in files if f.suffix == ".png"}
+    figures.update(run_figures(trace, out, title))
+    first = {}
+    for step in trace.steps:
+        first.setdefault(step.arch_key, step)
+    drawn = [{**row, "arch": architecture_of(first[row["arch_key"]])} for row in top]
+    html = run_page(trace, drawn, figures, summary, live, refresh_s)
+    files += [f for name, f in figures.items() if name not in ("best_so_far.png", "rewards.png")]
+    files.append(_write_text(out / "index.html", html))
     return files
 
 
@@ -355,6 +384,7 @@ def top_k(trace: RunTrace, k: int) -> list[dict[str, Any]]:
             "params": None if r is None else r.params,
             "test_acc": None if step.test_accuracy is None else step.test_accuracy * PCT,
             "architecture": architecture_string(step),
+            "arch_key": step.arch_key,
         })
     return rows
 
@@ -394,9 +424,7 @@ def _run_summary(trace: RunTrace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- writers
 def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return write_atomic(path, text)
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -418,13 +446,12 @@ def _plain(value: Any) -> Any:
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return path
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return write_atomic(path, f.getvalue())
 
 
 def _write_curves_csv(path: Path, curves: Sequence[Curve]) -> Path:

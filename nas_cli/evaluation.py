@@ -114,11 +114,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="plots and a top-k table of one finished search",
-        description="Write best_so_far.png, rewards.png, top_k.md/csv and summary.json into RUN_DIR/report/.",
+        help="an HTML page, plots and a top-k table of one search",
+        description="Write index.html (one self-contained page), best_so_far.png, rewards.png, agent_scalars.png, "
+        "pareto.png, top_k.md/csv and summary.json into RUN_DIR/report/. With --serve, also serve RUN_DIR on "
+        "127.0.0.1 (for ssh -L PORT:127.0.0.1:PORT) until Ctrl-C.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--top", type=int, default=10, help="rows of the top-k table (default: %(default)s)")
+    p.add_argument("--serve", action="store_true", help="serve RUN_DIR on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="port of --serve (0: any free one; default: %(default)s)")
+    p.add_argument("--serve-for", type=float, default=None, metavar="S", help="stop serving after S seconds")
     p.set_defaults(func=cmd_report)
 
 
@@ -162,12 +167,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         files = write_run_report(args.run_dir, args.top)
     except (RunDirError, ValueError) as exc:
-        return _error("report", str(exc))
-    print(f"report written to {args.run_dir / 'report'}:")
-    for path in files:
-        print(f"  {path}")
-    print()
-    print((args.run_dir / "report" / "top_k.md").read_text())
+        if not (args.serve and isinstance(exc, ValueError) and not isinstance(exc, RunDirError)):
+            return _error("report", str(exc))
+        files = []  # nothing told yet: serve what the search will write
+    if files:
+        print(f"report written to {args.run_dir / 'report'}:")
+        for path in files:
+            print(f"  {path}")
+        print()
+        print((args.run_dir / "report" / "top_k.md").read_text())
+    if args.serve:
+        return _serve(args)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from evaluation.live import serve
+
+    def ready(url: str) -> None:
+        port = url.split(":")[2].split("/")[0]
+        print(f"serving {args.run_dir} at {url} (Ctrl-C stops)")
+        print(f"from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, then open {url}", flush=True)
+
+    try:
+        serve(args.run_dir, args.port, timeout_s=args.serve_for, on_ready=ready)
+    except OSError as exc:
+        return _error("report", f"cannot serve on 127.0.0.1:{args.port}: {exc}")
     return 0
 
 

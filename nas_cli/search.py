@@ -37,6 +37,9 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the search in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--top", type=int, default=5, help="how many of the best architectures to print")
+    p.add_argument("--report-every", type=int, default=10, metavar="N",
+                   help="rewrite RUN_DIR/report/ (index.html reloads itself) every N told results and at the end; "
+                   "0: no report (default: %(default)s)")  # fmt: skip
 
     g = p.add_argument_group("child training (NAS-CIFAR10-v0, NAS-PTB-v0)")
     g.add_argument(
@@ -173,11 +176,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from agents.search import open_search
 
     search = open_search(run_dir, config, progress=not args.no_progress)  # every setup check, before any job
+    report = None
+    if args.report_every > 0:
+        from evaluation.live import LiveReport
+
+        report = LiveReport(run_dir, every=args.report_every)
+        search.core.on_told_callbacks.append(report)
     try:
         _print_header(run_dir, search.config)
         summary = search.run()
     finally:
         search.close()
+        if report is not None and report.write():  # the final page: it no longer reloads itself
+            print(f"report: {Path(run_dir) / 'report' / 'index.html'}")
     config = search.config
     _print_summary(summary, config, args.top)
     return 0 if summary.finished else 3

@@ -106,6 +106,21 @@ class TokenEpisode:
         return lines
 
 
+def render_episode(episode: TokenEpisode, render_mode: str | None, result: EvalResult | None = None) -> Any:
+    """``ansi``: the chosen decisions as text; ``rgb_array``: the architecture chosen so far drawn (partial
+    ones too) in a frame of :data:`nas_env.render.FRAME_SHAPE`; otherwise None."""
+    if render_mode == "rgb_array":
+        from nas_env.render import architecture_image
+
+        step = len(episode.tokens)
+        caption = [f"{step}/{episode.space.num_steps} decisions"
+                   + (f", next: {episode.space.decisions[step].name}" if step < episode.space.num_steps else "")]
+        if result is not None:
+            caption.append(f"-> {result.status}: reward {result.reward:.4g}")
+        return architecture_image(episode.space, episode.tokens, caption)
+    return render_lines(episode.lines(result), render_mode)
+
+
 def render_lines(lines: list[str], render_mode: str | None) -> Any:
     """``ansi``: the lines as one string; ``rgb_array``: drawn as an image; otherwise None."""
     if render_mode == "ansi":
@@ -175,8 +190,9 @@ class NASEnv(gym.Env):
     - ``space``: the :class:`~nas_env.spaces.SearchSpace`.
     - ``evaluator``: the :class:`~nas_env.evaluators.Evaluator` scoring a finished architecture.
     - ``invalid_action``: ``"wrap"`` (default) or ``"error"`` (see Action Space).
-    - ``render_mode``: ``None``, ``"ansi"`` (the chosen decisions as text) or ``"rgb_array"`` (the same as an
-      ``(H, W, 3)`` uint8 image, for ``RecordVideo`` and SB3's ``make_vec_env``; needs matplotlib).
+    - ``render_mode``: ``None``, ``"ansi"`` (the chosen decisions as text) or ``"rgb_array"`` (the architecture
+      chosen so far drawn as an ``(H, W, 3)`` uint8 image of the fixed shape ``nas_env.render.FRAME_SHAPE``,
+      for ``RecordVideo`` and SB3's ``make_vec_env``; needs matplotlib).
 
     The environment holds a space and an evaluator and nothing else: it always pickles and deep-copies.
     Caching results and writing them to a store belong to the search core (:mod:`agents.core`).
@@ -262,5 +278,6 @@ class NASEnv(gym.Env):
         return self._episode.action_mask()
 
     def render(self) -> Any:
-        """``ansi``: the decisions chosen so far (and the result once terminated); ``rgb_array``: as an image."""
-        return render_lines(self._episode.lines(self.last_result if self._done else None), self.render_mode)
+        """``ansi``: the decisions chosen so far (and the result once terminated); ``rgb_array``: the
+        architecture chosen so far, drawn."""
+        return render_episode(self._episode, self.render_mode, self.last_result if self._done else None)

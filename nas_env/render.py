@@ -1,11 +1,12 @@
-"""Frames for ``render_mode="rgb_array"``: the chosen decisions drawn as an image with matplotlib.
+"""Frames for ``render_mode="rgb_array"``: the architecture chosen so far drawn with matplotlib
+(:func:`architecture_image`, through the spaces' drawings in :mod:`nas_env.spaces.drawing`).
 
 The frame size is fixed (:data:`FRAME_SHAPE`) so that video recorders get frames of one shape.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,6 +31,27 @@ def text_image(lines: Sequence[str]) -> np.ndarray:
     shown = list(lines)[-24:]  # the last decisions when a deep architecture does not fit
     figure.text(0.02, 0.98, "\n".join(shown) or "(no token chosen yet)", va="top", ha="left",
                 family="monospace", fontsize=8)  # fmt: skip
+    canvas.draw()
+    frame = np.asarray(canvas.buffer_rgba())[..., :3]
+    return np.ascontiguousarray(frame[:height, :width])
+
+
+def architecture_image(space: Any, tokens: Sequence[int], caption: Sequence[str] = ()) -> np.ndarray:
+    """The architecture chosen so far (the first ``len(tokens)`` decisions of ``space``, partial ones too)
+    drawn on a white frame of :data:`FRAME_SHAPE` (uint8 RGB), with ``caption`` lines under it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from nas_env.spaces.drawing import draw_partial
+    except ImportError as exc:  # matplotlib is the "report" extra
+        raise ImportError("render_mode='rgb_array' draws with matplotlib: pip install 'nas-rl[report]'") from exc
+    height, width, _ = FRAME_SHAPE
+    figure = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+    canvas = FigureCanvasAgg(figure)
+    ax = figure.add_axes((0.01, 0.14, 0.98, 0.84))
+    draw_partial(space, tokens, ax)
+    figure.text(0.02, 0.02, "\n".join(list(caption)[-2:]), va="bottom", ha="left", family="monospace", fontsize=8)
     canvas.draw()
     frame = np.asarray(canvas.buffer_rgba())[..., :3]
     return np.ascontiguousarray(frame[:height, :width])

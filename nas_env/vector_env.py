@@ -21,7 +21,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from nas_env.env import RENDER_MODES, TokenEpisode, observation_space, render_lines
+from nas_env.env import RENDER_MODES, TokenEpisode, observation_space, render_episode
 from nas_env.evaluators import Evaluator, safe_evaluate
 from nas_env.results import EvalResult
 from nas_env.spaces.base import Architecture, SearchSpace
@@ -109,7 +109,7 @@ class NASVectorEnv(VectorEnv):
     def render(self) -> tuple[Any, ...] | None:
         if self.render_mode is None:
             return None
-        return tuple(render_lines(e.lines(), self.render_mode) for e in self.episodes)
+        return tuple(render_episode(e, self.render_mode) for e in self.episodes)
 
     # ------------------------------------------------------------------ per-env steps
     def step_each(self, actions: Any) -> list[EnvStep]:
