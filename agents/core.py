@@ -156,14 +156,16 @@ class SearchCore:
         self._evaluators: dict[int, Evaluator] = {}  # the evaluator of each proposal in flight
         self._answers: dict[int, tuple[EvalResult, bool]] = {}  # told results kept for evaluate_batch
         records = self.store.in_flight() + self.store.told()
+        self._told = self.store.num_told()
         self._next_id = max((r.proposal_id for r in records), default=0) + 1
         self.best = max((r.reward for r in records if r.reward is not None), default=float("-inf"))
         state = self._load_state()
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self.simulated_s = float(state.get("simulated_s", 0.0))
         self.busy_s = float(state.get("busy_s", 0.0))
+        self.dispatcher.set_clock(float(state.get("clock", 0.0)))  # the simulated executor's virtual time
         self._session_start = time.monotonic()
-        self._cpu_start, self._told_at_start = time.process_time(), self.store.num_told()
+        self._cpu_start, self._told_at_start = time.process_time(), self._told
         self._bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -198,11 +200,12 @@ class SearchCore:
         )
 
     def num_told(self) -> int:
-        return self.store.num_told()  # type: ignore[union-attr]
+        """Results told so far (kept in step with the store's count by every committed event)."""
+        return self._told
 
     def num_waiting(self) -> int:
         """Proposals registered and not told yet."""
-        return sum(len(pids) for pids in self._waiting.values())
+        return len(self._proposals)
 
     def room(self) -> int:
         """How many more proposals may be registered now: the budget left and the dispatcher's free slots."""
@@ -348,6 +351,7 @@ class SearchCore:
                 self.busy_s += float(result.wall_time_s)
             self._save(face=True)
         # committed: only now does the in-memory bookkeeping move on
+        self._told += len(pids)
         for pid in pids:
             self._proposals.pop(pid)
             self._evaluators.pop(pid)
@@ -441,6 +445,8 @@ class SearchCore:
     def _save(self, face: bool) -> None:
         """The core's counters (and the face's checkpoint) into the open transaction."""
         state = {"elapsed_s": self.elapsed_s(), "simulated_s": self.simulated_s, "busy_s": self.busy_s}
+        if self.dispatcher is not None and self.dispatcher.virtual:
+            state["clock"] = self.dispatcher.clock()
         self.store.save_state(CORE_STATE, json.dumps(state).encode())  # type: ignore[union-attr]
         if face:
             parts = self.face.checkpoint()

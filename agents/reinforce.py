@@ -285,6 +285,7 @@ class ReinforceAgent(Agent):
     def __init__(self, space: SearchSpace, seed: int = 0, **hyperparameters: Any) -> None:
         super().__init__(space, seed)
         self.config = ReinforceConfig(**hyperparameters)
+        self._config_dict = asdict(self.config)  # written with every checkpoint: computed once
         self.generator = torch.Generator().manual_seed(self.seed)  # the agent's only source of randomness
         self.controller = Controller(softmax_kinds(space), self.config, self.generator)
         self.controller.plan(space)
@@ -409,12 +410,12 @@ class ReinforceAgent(Agent):
         pending = [{**self._proposal_to_dict(p), "reward": reward} for p, reward in self.pending]
         state = {
             **self._base_state(),
-            "config": asdict(self.config),
+            "config": self._config_dict,
             "kinds": dict(self.controller.kinds),
             "baseline": self.baseline,
             "pending": pending,
             "num_updates": self.num_updates,
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state().numpy().tobytes(),  # bytes: cheap to pickle every event
         }
         if include_weights:
             state.update(controller=self.controller.state_dict(), optimizer=self.optimizer.state_dict())
@@ -444,4 +445,7 @@ class ReinforceAgent(Agent):
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         self.pending = [(self._proposal_from_dict(d), float(d["reward"])) for d in state["pending"]]
         self.num_updates = int(state["num_updates"])
-        self.generator.set_state(state["generator"])
+        generator = state["generator"]
+        if isinstance(generator, (bytes, bytearray)):
+            generator = torch.frombuffer(bytearray(generator), dtype=torch.uint8)
+        self.generator.set_state(generator)

@@ -10,11 +10,10 @@ reattached, and the agent is exactly as it was at the last committed result.
 
 from __future__ import annotations
 
-import io
+import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from agents.base import Agent, Proposal
 from agents.core import SearchCore, SearchSummary, make_env_parts
@@ -25,9 +24,9 @@ from nas_env.results import EvalResult
 from nas_env.spaces import SearchSpace
 
 def _serialise(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    return buffer.getvalue()
+    """A checkpoint part as bytes: pickle (tensors pickle themselves), several times faster than torch.save's
+    zip container for the small parts written with every event."""
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 __all__ = ["Search", "SearchSummary", "make_env_parts", "open_search", "run_search"]
@@ -155,10 +154,10 @@ class Search:
         blobs = self.core.face_state()
         if not blobs:
             return
-        loop = torch.load(io.BytesIO(blobs["loop"]), weights_only=False)
+        loop = pickle.loads(blobs["loop"])  # our own store's bytes, written by _serialise
         self._num_asked = loop["num_asked"]
         self._depth = loop["depth"]
         self.agent.set_space(self._space_for(max(self._num_asked - 1, 0)))
-        parts = {name.removeprefix("agent."): torch.load(io.BytesIO(blob), weights_only=False)
-                 for name, blob in blobs.items() if name.startswith("agent.")}  # fmt: skip
+        parts = {name.removeprefix("agent."): pickle.loads(blob) for name, blob in blobs.items()
+                 if name.startswith("agent.")}  # fmt: skip
         self.agent.load_checkpoint_parts(parts)

@@ -237,7 +237,7 @@ class ResultStore:
             raise KeyError(f"unknown proposal {proposal_id}")
         if row[0] is not None:
             return int(row[0])
-        seq = self.num_told() + 1
+        seq = int(self._db.execute("SELECT COALESCE(MAX(told_seq), 0) FROM proposals").fetchone()[0]) + 1
         self._db.execute(
             "UPDATE proposals SET told_seq=?, status=?, reward=?, cached=?, told_at=? WHERE proposal_id=?",
             (seq, result.status.value, float(result.reward), int(cached), time.time(), proposal_id),

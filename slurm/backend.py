@@ -11,7 +11,7 @@ import abc
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from submitit.core.utils import DelayedSubmission
 
@@ -46,6 +46,9 @@ class Backend(abc.ABC):
 
     #: least seconds between two :meth:`refresh` calls (the dispatcher enforces it)
     refresh_interval_s: float = 1.0
+    #: whether jobs claim their tasks in claim files (see :mod:`slurm.claims`); a backend that knows every
+    #: job's task itself answers :meth:`job_of_key` instead
+    claim_files: bool = True
 
     def __init__(self, config: ExecutorConfig, folder: Path) -> None:
         self.config = config
@@ -78,6 +81,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, record: JobRecord) -> None:
         """Ask the job to stop; its CANCELLED result arrives through :meth:`outcome`."""
+
+    def candidates(self, records: Mapping[str, JobRecord]) -> Sequence[JobRecord]:
+        """The records (by task key) that may have ended since the last refresh: all of them unless the
+        backend knows better."""
+        return list(records.values())
+
+    def job_of_key(self, key: str) -> str | None:
+        """For backends without claim files: the job that last ran the task ``key``, if any."""
+        return None
 
     def job_id_of_claim(self, claim: dict[str, str]) -> str:
         """The job id (as :meth:`submit` gives them) of the job that wrote ``claim`` (see :mod:`slurm.claims`)."""

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import time
 import traceback
 from dataclasses import dataclass
@@ -122,11 +123,11 @@ class Dispatcher:
                 f"{len(tasks)} tasks exceed the capacity of {self.capacity()} "
                 f"(max_in_flight={self.config.max_in_flight}, {len(self._records)} in flight)"
             )
-        keys = [t.key for t in tasks]
-        duplicated = sorted({k for k in keys if keys.count(k) > 1 or k in self._records})
+        counts = Counter(t.key for t in tasks)
+        duplicated = sorted({k for k, n in counts.items() if n > 1 or k in self._records})
         if duplicated:
             raise ValueError(f"task keys already in flight or repeated in this batch: {duplicated}")
-        for task in tasks:
+        for task in tasks if self._backend.claim_files else ():
             if clear_settled_claim(claim_path(self.folder, task.key)) is not None:
                 log.info("task %r is submitted again: the tombstone of its earlier attempt is cleared", task.key)
         functions = [
@@ -156,13 +157,12 @@ class Dispatcher:
         now = time.monotonic()
         if self._records and now - self._last_refresh >= self._backend.refresh_interval_s:
             self._last_refresh = now
-            records = list(self._records.values())
             try:
-                self._backend.refresh(records)
+                self._backend.refresh(list(self._records.values()) if not self.virtual else [])
             except Exception:  # noqa: BLE001 - a broken status query must not stop the search
-                log.exception("refreshing the state of %d jobs failed", len(records))
+                log.exception("refreshing the state of %d jobs failed", len(self._records))
             wall = time.time()
-            for record in records:
+            for record in self._backend.candidates(self._records):
                 try:
                     result = self._backend.outcome(record, wall)
                 except Exception:  # noqa: BLE001 - e.g. a result pickle that no longer unpickles
@@ -177,9 +177,10 @@ class Dispatcher:
                     result = result.with_updates(wall_time_s=max(0.0, record.age(wall)))
                 del self._records[record.key]
                 self._ready.append(Completed(record.key, record.job_id, result))
-                self._settle(record, result)
-                if result.status is Status.OK:
-                    checkpoint_path(self.folder, record.key).unlink(missing_ok=True)
+                if self._backend.claim_files:
+                    self._settle(record, result)
+                    if result.status is Status.OK:
+                        checkpoint_path(self.folder, record.key).unlink(missing_ok=True)
         done, self._ready = self._ready, []
         return done
 
@@ -192,6 +193,11 @@ class Dispatcher:
         """The executor's time in seconds: the virtual clock of ``simulated``, else ``time.monotonic()``."""
         return float(self._backend.now) if self.virtual else time.monotonic()  # type: ignore[attr-defined]
 
+    def set_clock(self, now: float) -> None:
+        """Put a virtual clock where an earlier driver of the run left it (a resume; never backwards)."""
+        if self.virtual:
+            self._backend.now = max(float(self._backend.now), float(now))  # type: ignore[attr-defined]
+
     def wait(self, timeout: float | None = None) -> list[Completed]:
         """Block until at least one task completes (or ``timeout`` seconds pass, or nothing is in flight).
         On a virtual clock nothing blocks: the clock jumps to the next completion."""
@@ -199,7 +205,7 @@ class Dispatcher:
             done = self.poll()
             if done or not self._records:
                 return done
-            self._backend.advance(list(self._records.values()))  # type: ignore[attr-defined]
+            self._backend.advance(self._records)  # type: ignore[attr-defined]
             self._last_refresh = float("-inf")
             return self.poll()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -250,6 +256,8 @@ class Dispatcher:
         submitting them and recording the ids): a claimed task is reattached, not submitted again;
         reattaching a job whose result was already collected collects the same result again.
         """
+        if not self._backend.claim_files:
+            return self._backend.job_of_key(key)
         claim = read_claim(claim_path(self.folder, key))
         if claim is None:
             return None

@@ -12,29 +12,29 @@ the epochs left after its last epoch checkpoint (``resumed_from_epoch`` in its r
 ``sim_seed`` and the task's key, so a run is reproducible whatever the order of submission.
 
 The dispatcher does not sleep: :meth:`SimulatedBackend.advance` moves the clock to the next completion. Each
-job's timeline is a JSON file in ``jobs/simulated/`` and the clock is saved there too, so a killed driver
-resumes (reattaching to its jobs by id or by claim) exactly like on a real cluster. A job's result reports
-``wall_time_s`` = the worker time it occupied (start-ups, running, the preempted part), which the search core
-adds up into the utilization of the workers.
+job's timeline is one line of ``jobs/simulated/jobs.jsonl``, written before its id is returned, and the search
+core saves the clock with every result, so a killed driver resumes (reattaching to its jobs by id, or by task
+key where the id was lost: :meth:`job_of_key` plays the role of a claim file) exactly like on a real cluster. A
+job's result reports ``wall_time_s`` = the worker time it occupied (start-ups, running, the preempted part),
+which the search core adds up into the utilization of the workers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
-import os
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nas_env.failures import classify
 from nas_env.results import EvalResult, Status, failure
 from slurm.backend import Backend, JobRecord
-from slurm.claims import claim_task, duplicate_result
 from slurm.job import EvaluateTask
 
 
@@ -59,62 +59,91 @@ class SimulatedBackend(Backend):
 
     #: the dispatcher advances this backend's clock instead of sleeping
     virtual = True
+    claim_files = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refresh_interval_s = 0.0
         self.jobs_folder = self.folder / "simulated"
-        self._jobs: dict[str, SimulatedJob] = {}
-        self.now = self._load_clock()
-        self._next = self._next_job_number()
+        self.now = 0.0  # the search core puts it back where the last driver left it (Dispatcher.set_clock)
+        self._jobs: dict[str, SimulatedJob] = {}  # every job of the log, by id
+        self._by_key: dict[str, str] = {}  # task key -> its latest job
+        self._due: list[tuple[float, str]] = []  # (end, job id) of the jobs watched, earliest first
+        self._cancelled: set[str] = set()
+        self._read_log()
+        self._next = len(self._jobs) + 1
+        self._log_file: Any = None
+
+    # ------------------------------------------------------------------ the log of jobs
+    def _log_path(self) -> Path:
+        return self.jobs_folder / "jobs.jsonl"
+
+    def _read_log(self) -> None:
+        try:
+            lines = self._log_path().read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                job = SimulatedJob(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a line cut by a kill: that job's id was never handed out
+            self._jobs[job.job_id] = job
+            self._by_key[job.key] = job.job_id
+
+    def _append(self, jobs: list[SimulatedJob]) -> None:
+        if self._log_file is None:
+            self.jobs_folder.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self._log_path(), "a")
+        self._log_file.write("".join(json.dumps(asdict(job)) + "\n" for job in jobs))
+        self._log_file.flush()  # in the file (the OS's cache) before the ids are returned: kill -9 safe
 
     # ------------------------------------------------------------------ the clock
-    def _clock_path(self) -> Path:
-        return self.jobs_folder / "clock.json"
+    def advance(self, records: Mapping[str, JobRecord]) -> None:
+        """Move the clock to the earliest end among the jobs in flight (never backwards)."""
+        while self._due:
+            end, job_id = self._due[0]
+            record = records.get(self._jobs[job_id].key)
+            if record is not None and record.job_id == job_id:
+                self.now = max(self.now, end)
+                return
+            heapq.heappop(self._due)  # cancelled, or a job no longer watched
 
-    def _load_clock(self) -> float:
-        try:
-            return float(json.loads(self._clock_path().read_text())["now"])
-        except (OSError, ValueError, KeyError):
-            return 0.0
-
-    def advance(self, records: Sequence[JobRecord]) -> None:
-        """Move the clock to the earliest end among ``records`` (never backwards) and save it."""
-        ends = [self._jobs[r.job_id].ends_at for r in records if r.job_id in self._jobs]
-        if ends:
-            self.now = max(self.now, min(ends))
-            self.jobs_folder.mkdir(parents=True, exist_ok=True)
-            tmp = self._clock_path().with_suffix(".tmp")
-            tmp.write_text(json.dumps({"now": self.now}))
-            os.replace(tmp, self._clock_path())
+    def candidates(self, records: Mapping[str, JobRecord]) -> Sequence[JobRecord]:
+        """Only the jobs whose end the clock has reached, in order of their ends, and the cancelled ones: not
+        all P jobs in flight."""
+        out = []
+        while self._due and self._due[0][0] <= self.now:
+            job_id = heapq.heappop(self._due)[1]
+            record = records.get(self._jobs[job_id].key)
+            if record is not None and record.job_id == job_id:
+                out.append(record)
+        for job_id in list(self._cancelled):
+            self._cancelled.discard(job_id)
+            record = records.get(self._jobs[job_id].key) if job_id in self._jobs else None
+            if record is not None and record.job_id == job_id and record not in out:
+                out.append(record)
+        return out
 
     # ------------------------------------------------------------------ Backend API
     def check(self) -> None:
         self.jobs_folder.mkdir(parents=True, exist_ok=True)
 
-    def _next_job_number(self) -> int:
-        numbers = [int(p.stem.rpartition("-")[2]) for p in self.jobs_folder.glob("sim-*.json")]
-        return max(numbers, default=0) + 1
-
     def submit(self, functions: Sequence[EvaluateTask]) -> list[tuple[str, Any]]:
-        self.jobs_folder.mkdir(parents=True, exist_ok=True)
-        out = []
+        jobs = []
         for function in functions:
-            job_id = f"sim-{self._next}"
+            job = self._simulate(f"sim-{self._next}", function)
             self._next += 1
-            owner = None
-            if function.claim_path is not None:  # the job's claim, as a real job makes when it starts
-                owner = claim_task(function.claim_path, {"job_id": job_id, "folder": str(self.jobs_folder)})
-            if owner is not None:
-                job = self._job(job_id, function.key, self.now, duplicate_result(owner, function.evaluator.failure_reward), 0.0)
-            else:
-                job = self._simulate(job_id, function)
-            tmp = self._path(job_id).with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(job)))
-            os.replace(tmp, self._path(job_id))
-            self._jobs[job_id] = job
-            out.append((job_id, None))
-        return out
+            jobs.append(job)
+        self._append(jobs)
+        for job in jobs:
+            self._watch(job)
+        return [(job.job_id, None) for job in jobs]
+
+    def _watch(self, job: SimulatedJob) -> None:
+        self._jobs[job.job_id] = job
+        self._by_key[job.key] = job.job_id
+        heapq.heappush(self._due, (job.ends_at, job.job_id))
 
     def _simulate(self, job_id: str, function: EvaluateTask) -> SimulatedJob:
         c = self.config
@@ -154,16 +183,14 @@ class SimulatedBackend(Backend):
     def _job(self, job_id: str, key: str, started: float, result: EvalResult, ends: float) -> SimulatedJob:
         return SimulatedJob(job_id, key, self.now, started, max(ends, self.now), result.to_json())
 
-    def _path(self, job_id: str) -> Path:
-        return self.jobs_folder / f"{job_id}.json"
-
     def attach(self, job_id: str) -> tuple[Any, EvaluateTask | None]:
-        path = self._path(job_id)
-        try:
-            self._jobs[job_id] = SimulatedJob(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(f"simulated job {job_id} has no readable timeline at {path}: {exc}") from exc
+        if job_id not in self._jobs:
+            raise ValueError(f"simulated job {job_id} is not in {self._log_path()}")
+        self._watch(self._jobs[job_id])
         return None, None
+
+    def job_of_key(self, key: str) -> str | None:
+        return self._by_key.get(key)
 
     def refresh(self, records: Sequence[JobRecord]) -> None:
         self.calls += 1
@@ -180,6 +207,9 @@ class SimulatedBackend(Backend):
 
     def cancel(self, record: JobRecord) -> None:
         """The job ends now, CANCELLED (see :meth:`outcome`)."""
+        self._cancelled.add(record.job_id)
 
-    def job_id_of_claim(self, claim: dict[str, str]) -> str:
-        return str(claim["job_id"])
+    def close(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
