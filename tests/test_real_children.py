@@ -142,3 +142,82 @@ def test_a_preempted_real_child_resumes_from_its_epoch_checkpoint(
     # resuming is exact: the preempted child ends where an uninterrupted run of it ends
     inline = evaluator.evaluate(arch)
     assert result.curve == inline.curve and result.metric == inline.metric and result.params == inline.params
+
+
+def test_a_job_that_cannot_see_the_data_stops_the_search_with_one_line(
+    tmp_path: Path, data_root: Path, one_torch_thread: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The driver's prepare() reads the data, then the data folder disappears before the child's job starts
+    (as on a node without the driver's mount): the job raises DatasetNotFoundError, the search stops with
+    one error line and exit status 2, nothing is told. A resume whose fresh job meets the same problem
+    stops the same way; once the data is back, a resume finishes the run."""
+    from nas_cli.main import main
+    from slurm.dispatch import Dispatcher as RealDispatcher
+
+    data, real_data = tmp_path / "mounted", data_root / "cifar10-subset"
+    submit = RealDispatcher.submit
+
+    def unmount_then_submit(self: RealDispatcher, tasks: list) -> list[str]:
+        if data.is_symlink():
+            data.unlink()  # after the driver's checks, before any job: only the job misses the data
+        return submit(self, tasks)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_dir = tmp_path / "run"
+    args = ["search", "--no-progress", "--env", "NAS-CIFAR10-v0", "--agent", "random", "--budget", "1",
+            "--recipe", "tiny", "--layers", "2", "--device", "cpu", "--data-dir", str(data),
+            "--executor", "local", "--run-dir", str(run_dir)]  # fmt: skip
+    resume = ["search", "--resume", str(run_dir), "--no-progress"]
+    job_ids = []
+    with monkeypatch.context() as unmounting:
+        unmounting.setattr(RealDispatcher, "submit", unmount_then_submit)
+        for command in (args, resume):  # a new run, then a resume whose fresh job misses the data too
+            data.symlink_to(real_data, target_is_directory=True)  # there for the driver's checks
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1, err
+            assert err[0].startswith("nas search: error: a child could not start on its worker (job ")
+            assert f"CIFAR-10 not found. Searched: {data}" in err[0]
+            assert err[0].endswith("the search stopped, fix the setup and run --resume")
+            job_ids.append(err[0].split("(job ")[1].split(")")[0])
+            with ResultStore(RunDir(run_dir).store_path) as store:
+                assert store.num_told() == 0 and store.count() == 0  # no budget spent, no failure recorded
+                (waiting,) = store.in_flight()
+    assert job_ids[0] != job_ids[1]  # the resume gave the child a fresh job, not the old job's old result
+
+    data.symlink_to(real_data, target_is_directory=True)  # the data is back: the resume trains the child
+    assert main(resume) == 0, capsys.readouterr().err
+    assert "1/1 evaluations, finished" in capsys.readouterr().out
+    with ResultStore(RunDir(run_dir).store_path) as store:
+        (told,) = store.told()
+        assert told.proposal_id == waiting.proposal_id and told.status == "ok"
+        (evaluation,) = store.evaluations()
+        assert evaluation.result.ok and evaluation.result.job_id not in job_ids
+
+
+@pytest.mark.slow
+def test_the_readme_first_command_on_the_real_cifar10_subset(tmp_path: Path, data_root: Path) -> None:
+    """README.md's ``nas search``, as it runs with no options (NAS-CIFAR10-v0, reinforce, budget 6, recipe
+    auto = cpu-demo on a CPU, local executor, one child in flight), on the real subset through NAS_DATA_DIR."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "pip install -e . && nas search\n" in readme  # the command this test runs (without the install)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "NAS_DATA_DIR": str(data_root)}
+    for name in ("NAS_CACHE_DIR", "OMP_NUM_THREADS"):  # as a user's shell has it: nothing else set
+        env.pop(name, None)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "nas_cli", "search", "--no-progress", "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert "env NAS-CIFAR10-v0 " in done.stdout and '"recipe": "cpu-demo"' in done.stdout
+    assert "agent reinforce, budget 6 evaluations, executor local with 1 in flight" in done.stdout
+    assert "6/6 evaluations, finished" in done.stdout
+    with ResultStore(RunDir(run_dir).store_path) as store:
+        results = [e.result for e in store.evaluations()]
+        told = store.told()
+    assert len(told) == 6 and all(r.status == "ok" for r in told)
+    assert results and all(r.status is Status.OK for r in results)
+    assert all(r.metric > 0.1 and r.extra["epochs_done"] == 3 for r in results)  # above chance, 3 epochs each
+    print(f"\nREADME command: {len(told)} children ({len(results)} trained) in {elapsed:.0f} s")
