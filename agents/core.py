@@ -12,6 +12,8 @@ agree between them:
 - **events**: every result is written in one transaction with its "told" marks, the face's state (the agent
   checkpoint) and the core's counters, then logged (``scalars.csv``, TensorBoard) and shown on the progress
   bar. A result with status ``setup_error`` (a node without the data) stops the search with its message;
+  the same status from a job an earlier driver submitted gets the child a fresh job instead (that driver's
+  setup is not this one's, which passed its checks), so a resume after fixing the setup goes on;
 - **limits**: evaluations, wall time over every driver of the run, simulated training time;
 - **resume**: in-flight proposals are answered from the store, reattached to their jobs (by recorded id or by
   the job's claim) or submitted again;
@@ -155,6 +157,7 @@ class SearchCore:
         self._unsubmitted: list[Task] = []  # tasks waiting for room in the dispatcher
         self._evaluators: dict[int, Evaluator] = {}  # the evaluator of each proposal in flight
         self._answers: dict[int, tuple[EvalResult, bool]] = {}  # told results kept for evaluate_batch
+        self._reattached: set[str] = set()  # task keys whose jobs an earlier driver submitted
         records = self.store.in_flight() + self.store.told()
         self._told = self.store.num_told()
         self._next_id = max((r.proposal_id for r in records), default=0) + 1
@@ -318,6 +321,15 @@ class SearchCore:
         if not pids:
             return  # a duplicate job from before a crash: its result is already told
         result = completed.result
+        reattached = completed.key in self._reattached
+        self._reattached.discard(completed.key)
+        if result.status is Status.SETUP and reattached:
+            # the job of an earlier driver met the setup that stopped that driver (e.g. a node without the
+            # data); this driver's setup passed its checks, so the child gets a fresh job, whose own setup
+            # error (the setup still broken) stops the search
+            first = self._proposals[pids[0]]
+            self._unsubmitted.append(Task(key=completed.key, evaluator=self.evaluator, arch=first.arch))
+            return
         if result.status is Status.SETUP:
             first_line = (result.error or "").strip().splitlines()[-1:] or ["setup error"]
             raise SetupError(
@@ -437,6 +449,7 @@ class SearchCore:
         for pid, result in answered:
             self._event([pid], result, fresh=False)
         if reattach:
+            self._reattached.update(reattach)
             self.dispatcher.reattach(reattach)  # type: ignore[union-attr]
         self.submit_ready()
         return resumed
