@@ -328,12 +328,12 @@ class SearchCore:
             # data); this driver's setup passed its checks, so the child gets a fresh job, whose own setup
             # error (the setup still broken) stops the search
             first = self._proposals[pids[0]]
-            self._unsubmitted.append(Task(key=completed.key, evaluator=self.evaluator, arch=first.arch))
+            self._unsubmitted.append(Task(key=completed.key, evaluator=self._evaluators[pids[0]], arch=first.arch))
             return
         if result.status is Status.SETUP:
             first_line = (result.error or "").strip().splitlines()[-1:] or ["setup error"]
             raise SetupError(
-                f"a child could not start on its worker (job {completed.job_id}): {first_line[0]}; the search "
+                f"a child could not start on its worker (job {completed.job_id}): {first_line[0].rstrip('.')}; the search "
                 "stopped, fix the setup and run --resume"
             )
         del self._waiting[completed.key]
