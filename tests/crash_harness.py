@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import io
 import json
 import os
 import subprocess
@@ -27,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from agents.core import FACE_STATE
 from agents.registry import SB3_AGENTS
 from agents.run_dir import RunDir
 from nas_env import crash_points
@@ -120,6 +125,7 @@ class RunState:
     evaluated: list[str]  # architecture keys in the store's evaluations
     fresh_told: list[str]  # architecture keys of results told fresh (not from the store's cache)
     trained_epochs: dict[str, int] = field(default_factory=dict)  # synthetic: epochs really trained, per key
+    agent_state: Any = None  # the ask/tell face's last committed checkpoint (agent weights, optimizer, RNGs)
 
 
 @dataclass
@@ -232,6 +238,9 @@ def read_state(scenario: Scenario, run_dir: Path, log_path: Path) -> RunState:
             evaluated=[e.arch_key for e in store.evaluations()],
             fresh_told=[r.arch_key for r in told if not r.cached],
         )
+        blob = store.load_state(FACE_STATE)
+    if blob is not None:
+        state.agent_state = torch.load(io.BytesIO(blob), weights_only=False)
     if scenario.env == "synthetic" and log_path.exists():
         trained: dict[str, int] = collections.Counter()
         for line in log_path.read_text().splitlines():
@@ -315,12 +324,29 @@ def crash_and_resume(reference: Reference, folder: Path, name: str, k: int, sign
         if scenario.reproducible:
             if scenario.ordered:
                 assert state.told == expected, (state.told, expected)
+                # the agent heard exactly what the reference agent heard, once each: its state is the same
+                assert same(state.agent_state, reference.state.agent_state), "the agent's final state differs"
             else:
                 assert collections.Counter(state.told) == collections.Counter(expected), (state.told, expected)
     except AssertionError as exc:
         raise AssertionError(f"{where}: {exc}\n--- crashed run stderr ---\n{first.stderr[-2000:]}"
                              f"\n--- resume stderr ---\n{resumed.stderr[-2000:]}") from None  # fmt: skip
     return CrashReport(name, k, signal, first, resumed, len(crashed), state)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality of checkpoints: tensors and arrays element by element, containers recursively."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "__dict__") and type(a) is type(b) and not isinstance(a, type):
+        return same(vars(a), vars(b))
+    return bool(a == b)
 
 
 def spread(n: int, count: int) -> list[int]:

@@ -28,15 +28,18 @@ from nas_env.store import ResultStore
 DRIVER_BOUNDARIES = {"store.begin", "store.inside", "store.commit", "store.committed", "dispatch.submitted",
                      "agent.told", "agent.checkpoint"}  # fmt: skip
 
-NB201_REINFORCE = Scenario(env="nb201", agent="reinforce", budget=3)
-SYNTHETIC_REINFORCE = Scenario(env="synthetic", agent="reinforce", budget=3)
+# one architecture per controller update and a large step: every tell changes what is asked next
+LEARNING = (("batch_size", 1), ("lr", 0.05))
+NB201_REINFORCE = Scenario(env="nb201", agent="reinforce", budget=3, agent_kwargs=LEARNING)
+SYNTHETIC_REINFORCE = Scenario(env="synthetic", agent="reinforce", budget=3, agent_kwargs=LEARNING)
 NB201_EVOLUTION = Scenario(env="nb201", agent="evolution", budget=5,
                            agent_kwargs=(("population_size", 2), ("sample_size", 2)))  # fmt: skip
 NB201_PPO = Scenario(env="nb201", agent="ppo", budget=3)
 # several children in flight finish in the order the OS decides: a random agent (asks independent of results)
 # makes the multiset of told results a function of the seed; one in flight keeps REINFORCE's order exact
 LOCAL_RANDOM = Scenario(env="synthetic", agent="random", executor="local", parallel=2, budget=3)
-LOCAL_REINFORCE = Scenario(env="synthetic", agent="reinforce", executor="local", parallel=1, budget=2)
+LOCAL_REINFORCE = Scenario(env="synthetic", agent="reinforce", executor="local", parallel=1, budget=2,
+                           agent_kwargs=LEARNING)  # fmt: skip
 
 _references: dict[Scenario, Reference] = {}
 
@@ -58,11 +61,14 @@ def by_kind(ref: Reference, per_kind: int) -> list[tuple[str, int]]:
 def test_every_boundary_of_a_run_with_each_signal(
     sig: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """NB201, REINFORCE, inline: the K-th boundary of any kind for every K an uninterrupted run passes."""
+    """NB201, REINFORCE, inline: the K-th boundary of any kind for every K an uninterrupted run passes (SIGKILL;
+    the two stop signals share one handler, so they take 13 Ks spread over the run), and the first and the last
+    boundary of each kind by name."""
     ref = reference(NB201_REINFORCE, tmp_path_factory)
     assert DRIVER_BOUNDARIES <= set(ref.counts), ref.counts  # the run passes every kind of boundary
     hit: set[str] = set()
-    for k in range(1, ref.counts["*"] + 1):
+    ks = range(1, ref.counts["*"] + 1) if sig == "KILL" else spread(ref.counts["*"], 13)
+    for k in ks:
         crash_and_resume(ref, tmp_path / f"k{k}", "*", k, sig)
     for name in DRIVER_BOUNDARIES:  # and named: the first and the last of each kind
         for k in sorted({1, ref.counts[name]}):
@@ -151,7 +157,7 @@ def test_slurm_jobs(
 def _search(run_dir: Path, log: Path) -> subprocess.Popen[str]:
     env_kwargs = {"num_layers": 2, "epochs": 3, "seconds_per_epoch": 0.05, "log_path": str(log)}
     command = [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "reinforce",
-               "--budget", "40", "--executor", "inline", "--env-kwargs", json.dumps(env_kwargs), "--run-dir",
+               "--budget", "10", "--executor", "inline", "--env-kwargs", json.dumps(env_kwargs), "--run-dir",
                str(run_dir), "--no-progress"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
@@ -177,7 +183,7 @@ def _resume_and_check(run_dir: Path, log: Path) -> None:
     resumed = subprocess.run([sys.executable, "-m", "nas_cli", "search", "--resume", str(run_dir), "--no-progress"],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    scenario = Scenario(env="synthetic", budget=40, epochs=3)
+    scenario = Scenario(env="synthetic", budget=10, epochs=3)
     check_store(scenario, read_state(scenario, run_dir, log))
 
 
@@ -185,7 +191,7 @@ def _resume_and_check(run_dir: Path, log: Path) -> None:
 def test_stop_signal_ends_between_events_and_resumes(sig: int, status: int, tmp_path: Path) -> None:
     run_dir, log = tmp_path / "run", tmp_path / "trainings.jsonl"
     driver = _search(run_dir, log)
-    _wait_told(driver, run_dir, 3)
+    _wait_told(driver, run_dir, 2)
     driver.send_signal(sig)
     _, stderr = driver.communicate(timeout=120)
     assert driver.returncode == status, stderr
@@ -196,7 +202,7 @@ def test_stop_signal_ends_between_events_and_resumes(sig: int, status: int, tmp_
 def test_second_ctrl_c_while_stopping_is_ignored(tmp_path: Path) -> None:
     run_dir, log = tmp_path / "run", tmp_path / "trainings.jsonl"
     driver = _search(run_dir, log)
-    _wait_told(driver, run_dir, 3)
+    _wait_told(driver, run_dir, 2)
     driver.send_signal(signal.SIGINT)
     driver.send_signal(signal.SIGINT)  # at once: inside the same event, or while the first one is stopping
     _, stderr = driver.communicate(timeout=120)
