@@ -188,8 +188,9 @@ def _forked(command: list[str], extra_env: dict[str, str], timeout_s: float) -> 
             try:
                 os.dup2(output.fileno(), 1)
                 os.dup2(output.fileno(), 2)
+                environment = _env(extra_env)
                 os.environ.clear()
-                os.environ.update(_env(extra_env))
+                os.environ.update(environment)
                 import signal as signals
 
                 for signum in (signals.SIGINT, signals.SIGTERM):

@@ -144,7 +144,9 @@ def test_local_job_lost_at_worker_result_is_run_again(
 
 # ---------------------------------------------------------------------------------------------- SLURM
 @pytest.mark.slurm
-@pytest.mark.parametrize("name,k,sig", [("dispatch.submitted", 1, "KILL"), ("agent.told", 1, "TERM")])
+@pytest.mark.parametrize(
+    "name,k,sig", [("dispatch.submitted", 1, "KILL"), ("agent.told", 1, "TERM"), ("worker.result", 1, "TERM")]
+)
 def test_slurm_jobs(
     name: str, k: int, sig: str, slurm_cluster: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
