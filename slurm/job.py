@@ -17,6 +17,7 @@ from typing import Any
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
+from nas_env.crash_points import crash_point
 from nas_env.evaluators import Evaluator
 from nas_env.results import EvalResult
 from nas_env.spaces.base import Architecture
@@ -95,7 +96,10 @@ class EvaluateTask(submitit.helpers.Checkpointable):
             owner = claim_task(self.claim_path, me)
             if owner is not None:
                 return duplicate_result(owner, self.evaluator.failure_reward)
-        return self.evaluate()
+        result = self.evaluate()
+        # trained, not yet handed to submitit to be written: a job killed here leaves no result pickle
+        crash_point("worker.result")
+        return result
 
     def evaluate(self) -> EvalResult:
         """The evaluation itself, without touching signal handlers (the inline executor calls this)."""
