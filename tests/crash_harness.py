@@ -21,6 +21,7 @@ import collections
 import functools
 import io
 import json
+import pickle
 import os
 import subprocess
 import sys
@@ -239,9 +240,9 @@ def read_state(scenario: Scenario, run_dir: Path, log_path: Path) -> RunState:
             evaluated=[e.arch_key for e in store.evaluations()],
             fresh_told=[r.arch_key for r in told if not r.cached],
         )
-        blob = store.load_state(FACE_STATE)
-    if blob is not None:
-        state.agent_state = torch.load(io.BytesIO(blob), weights_only=False)
+        blobs = store.load_states(prefix=f"{FACE_STATE}/")
+    if blobs:  # the agent's checkpoint parts as saved (pickled by the search face)
+        state.agent_state = {name: pickle.loads(blob) for name, blob in sorted(blobs.items())}
     if scenario.env == "synthetic" and log_path.exists():
         trained: dict[str, int] = collections.Counter()
         for line in log_path.read_text().splitlines():
