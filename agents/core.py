@@ -62,11 +62,13 @@ class SearchSummary:
     wall_time_s: float = 0.0
     simulated_time_s: float = 0.0
     out_of_time: bool = False
+    exhausted: bool = False  # the agent had nothing left to propose (set by the ask/tell face)
 
     @property
     def finished(self) -> bool:
-        """The budget (evaluations, or time) is spent and nothing is left in flight."""
-        return self.evaluations >= self.budget or (self.out_of_time and self.in_flight == 0)
+        """The budget (evaluations, or time) is spent, or the agent has nothing left to propose, and nothing
+        is left in flight."""
+        return self.evaluations >= self.budget or ((self.out_of_time or self.exhausted) and self.in_flight == 0)
 
 
 class Face(Protocol):

@@ -56,7 +56,7 @@ def table_optimum(env_id: str, env_kwargs: dict[str, Any]) -> Optimum | None:
     from nas_env.evaluators import reward_from_metric
     from nas_env.tabular import TabularEvaluator
 
-    _, evaluator = make_env_parts(env_id, env_kwargs)
+    _, evaluator, _ = make_env_parts(env_id, env_kwargs)
     if not isinstance(evaluator, TabularEvaluator):
         return None
     table = evaluator.table()

@@ -114,7 +114,7 @@ def top_architectures(run_dir: str | Path, k: int) -> tuple[Any, list[tuple[str,
     config = run.read_config()
     if config.env_id != "NAS-CIFAR10-v0":
         raise ValueError(f"retraining is for NAS-CIFAR10-v0 searches; {run.path} searched {config.env_id}")
-    space, evaluator = make_env_parts(config.env_id, config.env_kwargs)
+    space, evaluator, _ = make_env_parts(config.env_id, config.env_kwargs)
     with ResultStore(run.store_path) as store:
         rows = [e for e in store.evaluations(evaluator.fingerprint()) if e.result.status is Status.OK]
     if not rows:
