@@ -18,6 +18,8 @@ are ignored. Each space has its own coarse grid (all of them are listed in ``doc
   internal node, read at the first internal node and injected at the root, or read at the root's left child
   and injected at the first leaf: 1,536 points.
 
+Any other space is enumerated completely (every token combination) if it has at most 100,000 architectures.
+
 The order of the points is a permutation drawn from the seed (``order="seeded"``, the default: runs with
 different seeds visit the grid in different orders, so a comparison over seeds measures the grid, not one
 lucky order), or the lexicographic order of the description above (``order="fixed"``: every seed the same).
@@ -96,11 +98,23 @@ GRIDS: dict[str, Callable[[Any], list[tuple[int, ...]]]] = {
 }
 
 
+#: a space without a documented grid is enumerated completely when it has at most this many architectures
+MAX_FULL_GRID = 100_000
+
+
 def grid_points(space: SearchSpace) -> list[tuple[int, ...]]:
-    """The documented grid of ``space`` in its fixed order; a clear error for a space without one."""
-    if space.name not in GRIDS:
-        raise ValueError(f"grid search has no grid for the {space.name!r} space (it has: {', '.join(GRIDS)})")
-    return GRIDS[space.name](space)
+    """The documented grid of ``space`` in its fixed order. A space without one is enumerated completely
+    (every token combination, lexicographic) when that is at most :data:`MAX_FULL_GRID` points; a clear
+    error otherwise."""
+    if space.name in GRIDS:
+        return GRIDS[space.name](space)
+    size = 1
+    for d in space.decisions:
+        size *= d.num_choices
+    if size > MAX_FULL_GRID:
+        raise ValueError(f"grid search has no grid for the {space.name!r} space (it has: {', '.join(GRIDS)}), "
+                         f"and its {size:,} architectures are too many to enumerate (at most {MAX_FULL_GRID:,})")
+    return [tuple(t) for t in itertools.product(*(range(d.num_choices) for d in space.decisions))]
 
 
 class GridSearchAgent(Agent):
@@ -148,10 +162,12 @@ class GridSearchAgent(Agent):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._base_state(), "order": self.order, "positions": dict(self._positions)}
+        return {**self._base_state(), "seed": self.seed, "order": self.order, "positions": dict(self._positions)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base_state(state)
         if state.get("order", self.order) != self.order:
             raise ValueError(f"grid state has order {state['order']!r}, this agent {self.order!r}")
+        self.seed = int(state["seed"])  # the seed orders the grid: the saved walk goes on in its own order
+        self._cache = None
         self._positions = {str(k): int(v) for k, v in state["positions"].items()}

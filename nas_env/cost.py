@@ -108,11 +108,15 @@ class CostAwareEvaluator(Evaluator):
             )
         result = self.inner.evaluate(arch, checkpoint_path=checkpoint_path)
         extra = {**result.extra, "cost_metric": self.metric, "cost_value": value}
+        counted = {  # the counted cost where the inner result has none (the synthetic evaluator)
+            "params": result.params if result.params is not None else cost.get("params"),
+            "flops": result.flops if result.flops is not None else cost.get("flops"),
+        }
         if self.target is None or not result.ok:
-            return result.with_updates(extra=extra)
+            return result.with_updates(extra=extra, **counted)
         factor = self.factor(value)
         extra.update(reward_before_cost=result.reward, cost_factor=factor, cost_target=self.target, cost_w=self.w)
-        return result.with_updates(reward=float(result.reward) * factor, extra=extra)
+        return result.with_updates(reward=float(result.reward) * factor, extra=extra, **counted)
 
     def __getattr__(self, name: str) -> Any:
         # what reports ask of the evaluator behind (NB201's table(), dataset, fidelity, noise, ...)
