@@ -135,3 +135,29 @@ def test_thresholds_and_first_reach() -> None:
     assert first_reach(Trace(), values, top1.value) == (2, 30.0)
     assert first_reach(Trace(), values, best.value) == (3, 60.0)
     assert first_reach(Trace(), values[::-1].copy(), best.value) is None
+
+
+def test_nas_compare_writes_time_to_threshold_and_ranks_by_pareto(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nas_cli.main import main
+
+    out = tmp_path / "cmp"
+    code = main(["compare", "--env", "NAS-Bench-201-v0", "--env-kwargs", '{"dataset": "cifar10-valid", "fidelity": 12}',
+                 "--agents", "grid,random", "--seeds", "3", "--budget", "1000", "--simulated-time", "3000",
+                 "--workers", "1", "--rank", "pareto", "--out", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "## Time to threshold" in text and "| grid | top 1% ≥ 83.57% (158) |" in text and "Pareto rank" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rank"] == "pareto" and {a["pareto_rank"] for a in summary["agents"]} <= {1, 2}
+    rows = summary["time_to_threshold"]
+    assert [(r["label"], r["threshold"]) for r in rows[:3]] == [(summary["agents"][0]["label"], t)
+                                                              for t in ("top 1%", "top 0.1%", "optimum")]
+    assert (out / "time_to_threshold.png").stat().st_size > 0 and (out / "time_to_threshold.csv").is_file()
+    import csv
+
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    for r in runs:  # each run's own first hit agrees with the per-agent fraction
+        assert "evals_to_top_1pct" in r and "simulated_s_to_optimum" in r
+    for row in rows:
+        hits = [r for r in runs if r["label"] == row["label"] and r[f"evals_to_{row['threshold'].replace('%', 'pct').replace(' ', '_')}"]]
+        assert row["reached"] == pytest.approx(len(hits) / 3)
