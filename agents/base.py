@@ -53,7 +53,8 @@ class Agent(abc.ABC):
     # ------------------------------------------------------------------ the interface
     @abc.abstractmethod
     def ask(self, n: int = 1) -> list[Proposal]:
-        """``n`` new proposals."""
+        """Up to ``n`` new proposals; fewer, or none, only when the agent has nothing left to propose (an
+        exhausted grid): the search loop then ends once what is in flight is told."""
 
     @abc.abstractmethod
     def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:

@@ -74,11 +74,13 @@ class SearchSummary:
         """Busy worker time / available worker time (workers x makespan)."""
         available = self.workers * self.wall_time_s
         return self.busy_worker_s / available if available > 0 else 0.0
+    exhausted: bool = False  # the agent had nothing left to propose (set by the ask/tell face)
 
     @property
     def finished(self) -> bool:
-        """The budget (evaluations, or time) is spent and nothing is left in flight."""
-        return self.evaluations >= self.budget or (self.out_of_time and self.in_flight == 0)
+        """The budget (evaluations, or time) is spent, or the agent has nothing left to propose, and nothing
+        is left in flight."""
+        return self.evaluations >= self.budget or ((self.out_of_time or self.exhausted) and self.in_flight == 0)
 
 
 class Face(Protocol):

@@ -6,6 +6,7 @@ from typing import Any
 
 from agents.base import Agent
 from agents.evolution import RegularizedEvolutionAgent
+from agents.grid import GridSearchAgent
 from agents.random_search import RandomSearchAgent
 from agents.reinforce import ReinforceAgent
 from nas_env.spaces.base import SearchSpace
@@ -14,6 +15,7 @@ AGENTS: dict[str, type[Agent]] = {
     ReinforceAgent.name: ReinforceAgent,
     RandomSearchAgent.name: RandomSearchAgent,
     RegularizedEvolutionAgent.name: RegularizedEvolutionAgent,
+    GridSearchAgent.name: GridSearchAgent,
 }
 
 #: the ask/tell agents (driven by agents.search.Search), by name

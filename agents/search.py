@@ -72,6 +72,7 @@ class Search:
             )
             self._num_asked = 0
             self._saved_versions: dict[str, int] = {}
+            self._exhausted = False  # the agent answered an ask with no proposal: nothing left to try
             self._depth: int | None = getattr(self._space_for(0), "num_layers", None)
             self._restore()
             self.core.attach(self)
@@ -93,16 +94,18 @@ class Search:
         """Search until ``budget`` evaluations are told (or a time budget is spent and nothing is in flight)."""
         core = self.core
         while not core.done():
-            if core.room() > 0:
+            if core.room() > 0 and not self._exhausted:
                 self._fill()
             if core.num_waiting():
                 core.collect()
-            elif core.out_of_time():
+            elif core.out_of_time() or self._exhausted:
                 break
-        return core.summary()
+        return self.summary()
 
     def summary(self, k: int = 5) -> SearchSummary:
-        return self.core.summary(k)
+        summary = self.core.summary(k)
+        summary.exhausted = self._exhausted
+        return summary
 
     def close(self) -> None:
         self.core.close()
@@ -145,6 +148,9 @@ class Search:
             if self.curriculum is not None:
                 n = min(n, self.curriculum.every - self._num_asked % self.curriculum.every)
             proposals = self.agent.ask(n)
+            if not proposals:  # the agent has nothing left (an exhausted grid): stop asking, never spin
+                self._exhausted = True
+                break
             self._num_asked += len(proposals)
             self.core.register(proposals)
             room = self.core.room()

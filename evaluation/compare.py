@@ -174,10 +174,11 @@ def run_compare(
     spec: CompareSpec,
     workers: int | None = None,
     log: Callable[[str], None] | None = None,
+    rank: str = "given",
 ) -> "Any":
     """Run every (agent, seed) search of ``spec`` into ``out_dir/runs`` and write the report into
     ``out_dir``; returns the :class:`evaluation.report.CompareReport`. Raises :class:`CompareError` after
-    writing what it can if some runs failed."""
+    writing what it can if some runs failed. ``rank``: the agents' order in the report ("given" or "pareto")."""
     from evaluation.report import write_compare_report
 
     out = Path(out_dir)
@@ -192,7 +193,7 @@ def run_compare(
     if failed:
         lines = "\n".join(f"  {run_name(o.label, o.seed)}: {o.error}" for o in failed)
         raise CompareError(f"{len(failed)} of {len(outcomes)} runs failed:\n{lines}")
-    return write_compare_report(out)
+    return write_compare_report(out, rank=rank)
 
 
 def _write_timings(out: Path, outcomes: Sequence[RunOutcome], total_s: float, workers: int) -> None:

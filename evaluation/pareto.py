@@ -22,3 +22,19 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             best_score = max(best_score, score)
             last = (cost, score)
     return front
+
+
+def pareto_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Non-dominated sorting of ``(cost, score)`` points: 1 for the Pareto front, 2 for the front of what is
+    left once it is removed, and so on (lower cost and higher score are better)."""
+    ranks = [0] * len(points)
+    left = list(range(len(points)))
+    rank = 0
+    while left:
+        rank += 1
+        front = [left[i] for i in pareto_front([points[j] for j in left])]
+        for i in front:
+            ranks[i] = rank
+        chosen = set(front)
+        left = [i for i in left if i not in chosen]
+    return ranks

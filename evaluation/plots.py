@@ -193,4 +193,28 @@ def plot_pareto(cost: np.ndarray, score: np.ndarray, front: list[int], path: Pat
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
+def plot_reach(
+    panels: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, title: str = ""
+) -> Path:
+    """Time to threshold: one panel per (axis, threshold), each label's fraction of runs that has reached the
+    threshold by x (a step curve). ``panels[(axis, threshold)][label] = (x, fraction)``."""
+    axes_names = list(dict.fromkeys(a for a, _ in panels))
+    thresholds = list(dict.fromkeys(t for _, t in panels))
+    figure = new_figure(len(thresholds), len(axes_names), width=4.2, height=3.2)
+    grid = figure.subplots(len(axes_names), len(thresholds), squeeze=False)
+    handles: dict[str, object] = {}
+    for r, axis in enumerate(axes_names):
+        for c, threshold in enumerate(thresholds):
+            ax = grid[r][c]
+            for label, (x, fraction) in panels.get((axis, threshold), {}).items():
+                line, = ax.step(x, 100.0 * fraction, where="post", label=label)
+                handles.setdefault(label, line)
+            ax.set_title(threshold, fontsize="medium")
+            ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+            ax.set_ylabel("% of runs that got there")
+            ax.set_ylim(-2, 102)
+            ax.grid(alpha=0.3)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 5), fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="medium")
     return save(figure, path)

@@ -9,7 +9,14 @@ Comparison (``write_compare_report(OUT)``), from ``OUT/compare.json`` and ``OUT/
 * ``runs.csv``: one row per run (its pick and the numbers above), so every mean can be recomputed;
 * ``curves.csv`` and ``curves_evaluations.png`` / ``curves_simulated_time.png``: best-so-far validation
   reward and test accuracy of the validation pick, mean with 95% band, against the number of evaluations
-  and against simulated training time; ``final_test.png``: the distribution of the final test accuracy.
+  and against simulated training time; ``final_test.png``: the distribution of the final test accuracy;
+* on NAS-Bench-201, ``time_to_threshold.csv`` / ``time_to_threshold.png`` (and a table in ``summary.md``):
+  per agent, the evaluations and simulated time until the first cell in the table's top 1%, top 0.1% and
+  optimum by validation, with the fraction of runs that got there (:mod:`evaluation.thresholds`).
+
+``rank="pareto"`` orders the agents by Pareto rank on (mean parameters of the pick, mean test accuracy of
+the pick, or best reward without test accuracies): rank 1 is the front no other agent beats on both, rank 2
+the front of the rest, and so on (:func:`evaluation.pareto.pareto_ranks`); the table shows both columns.
 
 Tables hold no wall-clock times (those are in ``timings.json``), so the same seeds give identical tables.
 
@@ -35,12 +42,15 @@ import numpy as np
 
 from evaluation import plots
 from evaluation.compare_spec import CompareSpec, read_spec, read_timings, run_name, runs_dir
+from evaluation import thresholds as ttt
 from evaluation.curves import Curve, group_curves
 from evaluation.html import write_atomic
+from evaluation.pareto import pareto_ranks
 from evaluation.stats import MeanCI, mean_ci, welch_difference
 from evaluation.traces import RunTrace, Step, load_trace
 
 PCT = 100.0  # test accuracies are stored in [0, 1]; tables show % like the published figures
+RANKS = ("given", "pareto")  # the order of the agents in a comparison's table
 
 
 # ---------------------------------------------------------------------------------------------- optimum
@@ -58,10 +68,12 @@ def table_optimum(env_id: str, env_kwargs: dict[str, Any]) -> Optimum | None:
     """The NAS-Bench-201 optima of the evaluator behind ``env_id`` (None for other environments): the
     200-epoch test optimum of its dataset and the best reward at its fidelity."""
     from agents.search import make_env_parts
+    from nas_env.cost import base_evaluator
     from nas_env.evaluators import reward_from_metric
     from nas_env.tabular import TabularEvaluator
 
     _, evaluator, _ = make_env_parts(env_id, env_kwargs)
+    evaluator = base_evaluator(evaluator)  # a cost-aware reward has the same table behind it
     if not isinstance(evaluator, TabularEvaluator):
         return None
     table = evaluator.table()
@@ -101,6 +113,7 @@ def run_row(label: str, agent: str, seed: int, trace: RunTrace, optimum: Optimum
         "pick_arch": architecture_string(pick),
         "pick_nb201_index": None if pick.result is None else pick.result.extra.get("nb201_index"),
         "test_acc": None if pick.test_accuracy is None else pick.test_accuracy * PCT,
+        "pick_params": None if pick.result is None else pick.result.params,
     }
     if optimum is not None and row["test_acc"] is not None:
         row["regret"] = optimum.test_pct - row["test_acc"]
@@ -124,6 +137,8 @@ def agent_row(
         "simulated_time_s_mean": float(np.mean([r["simulated_time_s"] for r in rows])),
         **_prefixed("best_reward", reward),
     }
+    if all(r.get("pick_params") is not None for r in rows):
+        out["pick_params_mean"] = float(np.mean([r["pick_params"] for r in rows]))
     tests = [r["test_acc"] for r in rows]
     has_test = all(t is not None for t in tests)
     if has_test:
@@ -158,6 +173,7 @@ class CompareReport:
     runs: list[dict[str, Any]]
     optimum: Optimum | None
     files: list[Path]
+    time_to_threshold: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def agent(self, label: str) -> dict[str, Any]:
         return next(a for a in self.agents if a["label"] == label)
@@ -170,8 +186,11 @@ def load_compare_traces(out_dir: Path, spec: CompareSpec) -> dict[str, list[RunT
     }
 
 
-def write_compare_report(out_dir: str | Path) -> CompareReport:
-    """Recompute the comparison in ``out_dir`` from its run directories and write every report file."""
+def write_compare_report(out_dir: str | Path, rank: str = "given") -> CompareReport:
+    """Recompute the comparison in ``out_dir`` from its run directories and write every report file;
+    ``rank``: the order of the agents, as given or by Pareto rank (see the module docstring)."""
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {RANKS}, got {rank!r}")
     out = Path(out_dir)
     spec = read_spec(out)
     traces = load_compare_traces(out, spec)
@@ -187,18 +206,34 @@ def write_compare_report(out_dir: str | Path) -> CompareReport:
         agent_row(a.label, a.agent, a.kwargs, by_label[a.label], optimum, by_label.get(ref) if ref else None, spec.confidence)
         for a in spec.agents
     ]
+    if rank == "pareto":
+        agents = rank_by_pareto(agents)
+    table = ttt.table_thresholds(spec.env_id, spec.env_kwargs)
+    reach_rows: list[dict[str, Any]] = []
+    reach_files: list[Path] = []
+    if table is not None:
+        reaches = {a.label: [ttt.run_reaches(t, table) for t in traces[a.label]] for a in spec.agents}
+        for row in runs:
+            hit = reaches[row["label"]][spec.seeds.index(row["seed"])]
+            for name, got in hit.items():
+                row[f"evals_to_{_slug(name)}"] = None if got is None else got[0]
+                row[f"simulated_s_to_{_slug(name)}"] = None if got is None else got[1]
+        reach_rows = [r for a in agents for r in ttt.agent_rows(a["label"], reaches[a["label"]], table)]
+        reach_files = [_write_csv(out / "time_to_threshold.csv", reach_rows),
+                       _reach_figure(out / "time_to_threshold.png", traces, reaches, table)]
     curves = group_curves(traces, ["best_reward", "picked_test"], spec.max_simulated_time_s, spec.confidence)
     files = [
-        _write_json(out / "summary.json", _summary_json(spec, agents, optimum)),
+        _write_json(out / "summary.json", _summary_json(spec, agents, optimum, reach_rows, rank)),
         _write_csv(out / "summary.csv", agents),
         _write_csv(out / "runs.csv", runs),
         _write_curves_csv(out / "curves.csv", curves),
         *_compare_figures(out, curves, by_label, optimum),
+        *reach_files,
     ]
-    markdown = compare_markdown(spec, agents, optimum, _timings(out), [f.name for f in files])
+    markdown = compare_markdown(spec, agents, optimum, _timings(out), [f.name for f in files], reach_rows, rank)
     files.insert(0, _write_text(out / "summary.md", markdown))
     files.append(_write_text(out / "index.html", _compare_html(out, spec, agents, runs, optimum, traces, files)))
-    return CompareReport(out, spec, agents, runs, optimum, files)
+    return CompareReport(out, spec, agents, runs, optimum, files, reach_rows)
 
 
 def _compare_html(out: Path, spec: CompareSpec, agents: list[dict[str, Any]], runs: list[dict[str, Any]],
@@ -211,13 +246,51 @@ def _compare_html(out: Path, spec: CompareSpec, agents: list[dict[str, Any]], ru
     return compare_page(spec, agents, runs, optimum, figures, picks, _timings(out))
 
 
-def _summary_json(spec: CompareSpec, agents: list[dict[str, Any]], optimum: Optimum | None) -> dict[str, Any]:
+def _slug(name: str) -> str:
+    """``"top 0.1%"`` -> ``"top_0.1pct"``: a column-name form of a threshold's name."""
+    return name.replace("%", "pct").replace(" ", "_")
+
+
+def rank_by_pareto(agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The agent rows with ``pareto_rank`` (on mean pick parameters vs mean test accuracy, or best reward
+    without test accuracies), sorted by it (ties: higher score first, then as given)."""
+    if not agents or not all("pick_params_mean" in a for a in agents):
+        raise ValueError("Pareto ranking needs the parameter count of every pick; these results have none")
+    key = "test_mean" if all("test_mean" in a for a in agents) else "best_reward_mean"
+    ranks = pareto_ranks([(a["pick_params_mean"], a[key]) for a in agents])
+    rows = [{**a, "pareto_rank": r, "pareto_score": key} for a, r in zip(agents, ranks)]
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["pareto_rank"], -rows[i][key], i))
+    return [rows[i] for i in order]
+
+
+def _reach_figure(path: Path, traces: dict[str, list[RunTrace]], reaches: dict[str, list[dict[str, Any]]],
+                  table: "ttt.TableThresholds") -> Path:
+    all_traces = [t for ts in traces.values() for t in ts if t.steps]
+    longest = max((t.num_evaluations for t in all_traces), default=1)
+    grids = {"evaluations": (0, np.arange(0, longest + 1, dtype=float))}
+    if all_traces and all(t.cumulative_time_s()[-1] > 0 for t in all_traces):
+        end = max(float(t.cumulative_time_s()[-1]) for t in all_traces)
+        grids["simulated_time_s"] = (1, np.linspace(0.0, end, 401))
+    panels: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for axis, (col, grid) in grids.items():
+        for level in table.levels:
+            panels[(axis, level.name)] = {
+                label: (grid, ttt.reach_curves(hits, level.name, col, grid)) for label, hits in reaches.items()
+            }
+    return plots.plot_reach(panels, path, f"time to the table's top 1% / top 0.1% / optimum ({table.column})")
+
+
+def _summary_json(spec: CompareSpec, agents: list[dict[str, Any]], optimum: Optimum | None,
+                  reach_rows: Sequence[dict[str, Any]] = (), rank: str = "given") -> dict[str, Any]:
     return {
         "spec": spec.to_dict(),
         "reference": spec.reference_label,
         "optimum": None if optimum is None else dataclasses.asdict(optimum),
+        "rank": rank,
         "agents": agents,
-        "units": {"test": "% (CIFAR-10 test accuracy of the validation pick)", "best_reward": "reward"},
+        "time_to_threshold": list(reach_rows),
+        "units": {"test": "% (CIFAR-10 test accuracy of the validation pick)", "best_reward": "reward",
+                  "time_to_threshold": "evaluations (1-based, the one that got there counts) and simulated s"},
     }
 
 
@@ -252,6 +325,8 @@ def compare_markdown(
     optimum: Optimum | None,
     timings: dict[str, Any] | None = None,
     files: Sequence[str] = (),
+    reach_rows: Sequence[dict[str, Any]] = (),
+    rank: str = "given",
 ) -> str:
     """The comparison table as markdown (the same numbers as summary.csv, rounded)."""
     pct = int(round(spec.confidence * 100))
@@ -277,14 +352,35 @@ def compare_markdown(
     header += ["test acc", f"{pct}% CI"] if has_test else [f"{pct}% CI"]
     header += ["regret", "optimum found"] if has_test and optimum else []
     header += ["vs " + spec.reference_label] if spec.reference_label else []
+    pareto = rank == "pareto"
+    header += ["params of the pick", "Pareto rank"] if pareto else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for a in agents:
-        lines.append("| " + " | ".join(_agent_cells(a, spec, has_test, optimum is not None)) + " |")
+        cells = _agent_cells(a, spec, has_test, optimum is not None)
+        cells += [f"{a['pick_params_mean']:,.0f}", str(a["pareto_rank"])] if pareto else []
+        lines.append("| " + " | ".join(cells) + " |")
+    if pareto:
+        lines += ["", "Rows in Pareto order on (mean parameters of the pick, lower is better; mean "
+                  + ("test accuracy" if has_test else "best reward") + " of the pick, higher is better): rank 1 is the front."]
+    if reach_rows:
+        lines += ["", "## Time to threshold", "",
+                  "Evaluations (and simulated training seconds) until a run first evaluated a cell in the table's top 1%, "
+                  "top 0.1% or at its optimum, by validation accuracy (the table's value of the cell, not its reward). "
+                  "Median over all runs, a run that never got there counting as infinitely slow (`-`: fewer than half "
+                  "got there); mean over the runs that got there.", ""]
+        lines += ["| agent | threshold (cells) | runs that got there | evaluations: median | mean (got there) "
+                  "| simulated s: median | mean (got there) |", "|---|---|---|---|---|---|---|"]
+        for r in reach_rows:
+            lines.append(f"| {r['label']} | {r['threshold']} ≥ {100 * r['threshold_value']:.2f}% ({r['cells_at_or_above']}) "
+                         f"| {100 * r['reached']:.0f}% | {_fmt(r['evals_median'], 1)} | {_fmt(r['evals_mean_reached'], 1)} "
+                         f"| {_fmt(r['time_median_s'], 0)} | {_fmt(r['time_mean_reached_s'], 0)} |")
     lines += ["", "Agent settings:", ""]
     lines += [f"- {a['label']}: `{a['agent']}` {a['agent_kwargs']}" for a in agents]
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in files) + "." if files else "", ""]
     if "curves_evaluations.png" in files:
         lines += ["![curves vs evaluations](curves_evaluations.png)", ""]
+    if "time_to_threshold.png" in files:
+        lines += ["![time to threshold](time_to_threshold.png)", ""]
     if timings:
         lines += ["## Timing (not reproducible; not part of the tables)", ""]
         for session in timings.get("sessions", []):

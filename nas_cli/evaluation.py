@@ -104,6 +104,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wall-time", type=float, default=None, help="stop each run after this many seconds")
     p.add_argument("--executor", type=json_object, default=dict(DEFAULT_EXECUTOR),
                    help="executor settings of every run as JSON (default: %(default)s)")
+    p.add_argument("--rank", choices=("given", "pareto"), default="given",
+                   help="order of the agents in the table: as given, or by Pareto rank on (params, accuracy) of the picks")
     p.add_argument("--reference", default=None, help="agent label the others are compared with (default: random)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -148,7 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(f"{len(agents)} agents x {len(spec.seeds)} seeds = {len(agents) * len(spec.seeds)} runs into {args.out}")
     try:
-        report = run_compare(args.out, spec, args.workers, log=None if args.quiet else print)
+        report = run_compare(args.out, spec, args.workers, log=None if args.quiet else print, rank=args.rank)
     except CompareError as exc:
         print(f"nas compare: {exc}", file=sys.stderr)
         return 1

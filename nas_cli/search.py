@@ -53,12 +53,18 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resolution", type=int, default=None)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: %(default)s)")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: NAS_DATA_DIR, else download)")
+    g.add_argument("--preset", default=None, choices=("v1", "v2", "v3"),
+                   help="one of the paper's CNN spaces (Table 1; docs/presets.md): its depth, strides, pooling, the "
+                   "end of --curriculum and, with --recipe auto on a GPU, its child recipe")
     g.add_argument("--layers", type=int, default=None, help="number of layers of the CNN space (default: 6)")
     g.add_argument("--predict-strides", action="store_true", help="the paper's variant that also predicts strides")
     g.add_argument("--curriculum", action="store_true", help="the paper's depth curriculum (6 layers, +2 every 1,600)")
     g.add_argument("--curriculum-every", type=int, default=1600)
     g.add_argument("--curriculum-step", type=int, default=2)
     g.add_argument("--curriculum-max-layers", type=int, default=None)
+    g.add_argument("--cost", type=json_object, default=None,
+                   help='params or FLOPs in the reward, any env: e.g. \'{"metric": "params", "limit": 1e6}\' (hard limit, '
+                   'never trained above it) or \'{"metric": "flops", "target": 5e7, "w": -0.07}\' (MnasNet soft reward)')
     g.add_argument("--env-kwargs", type=json_object, default=None, help="extra gym.make kwargs as a JSON object")
     g.add_argument("--agent-kwargs", type=json_object, default=None, help="agent hyperparameters as a JSON object")
 
@@ -79,7 +85,12 @@ def _recipe(args: argparse.Namespace) -> Any:
         import torch
 
         wants_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        budget = "paper" if wants_gpu else "cpu-demo"
+        if wants_gpu:
+            from nas_env.spaces.cnn import cnn_preset
+
+            budget = cnn_preset(args.preset).recipe if args.preset and args.env != "NAS-PTB-v0" else "paper"
+        else:
+            budget = "cpu-demo"
     elif budget.lstrip().startswith("{"):
         budget = json_object(budget)
     if any(v is not None for v in (args.epochs, args.train_images, args.resolution)):
@@ -99,6 +110,14 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs.update(recipe=_recipe(args), device=args.device, seed=args.seed)
         if args.data_dir is not None:
             kwargs["data_dir"] = args.data_dir
+    if args.preset is not None:
+        if args.env not in ("NAS-CIFAR10-v0", "NAS-Synthetic-v0"):
+            raise ValueError(f"--preset is a CNN space; {args.env} has none")
+        if args.layers is not None or args.predict_strides:
+            raise ValueError("--preset sets the layers and strides; drop --layers/--predict-strides")
+        kwargs["preset"] = args.preset
+    if args.cost is not None:
+        kwargs["cost"] = args.cost
     if args.env in ("NAS-CIFAR10-v0", "NAS-Synthetic-v0"):
         if args.layers is not None:
             kwargs["num_layers"] = args.layers
@@ -122,7 +141,13 @@ def _search_config(args: argparse.Namespace) -> Any:
     from agents.run_dir import SearchConfig
 
     curriculum = None
-    if args.curriculum:
+    if args.curriculum and args.preset is not None:
+        from nas_env.spaces.cnn import cnn_preset
+
+        curriculum = dict(cnn_preset(args.preset).curriculum)  # the preset's, ending at its depth
+        if args.curriculum_max_layers is not None:
+            curriculum["max_layers"] = args.curriculum_max_layers
+    elif args.curriculum:
         curriculum = {
             "start_layers": args.layers or 6,
             "step_layers": args.curriculum_step,

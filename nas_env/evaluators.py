@@ -76,6 +76,9 @@ class Evaluator(abc.ABC):
     def __call__(self, arch: Architecture) -> EvalResult:
         return self.evaluate(arch)
 
+    # Evaluators that can tell an architecture's cost without training it also define
+    # ``cost(arch) -> {"params": int, "flops": int | None}``; :class:`nas_env.cost.CostAwareEvaluator` needs it.
+
 
 class SyntheticEvaluator(Evaluator):
     """A cheap, exactly known reward over a real token space: the fraction of decisions that match a
@@ -133,6 +136,14 @@ class SyntheticEvaluator(Evaluator):
     def simulate(self, arch: Architecture) -> tuple[EvalResult, float]:
         """The same result as :meth:`evaluate`, at once; it would take ``epochs x seconds_per_epoch``."""
         return self._evaluate(arch, None, sleep=False), self.epochs * self.seconds_per_epoch
+    def cost(self, arch: Architecture) -> dict[str, int]:
+        """Params and FLOPs of the CNN child (closed form, 32x32, nothing built): what a real child would cost."""
+        from nas_env.children.cnn import cnn_cost
+        from nas_env.spaces.cnn import CNNArchitecture
+
+        if not isinstance(arch, CNNArchitecture):
+            raise TypeError(f"the synthetic evaluator counts the cost of CNN architectures only, not {type(arch).__name__}")
+        return cnn_cost(arch)
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         return self._evaluate(arch, checkpoint_path, sleep=True)
@@ -340,6 +351,12 @@ class TrainingEvaluator(Evaluator):
         result = EvalResult(status=Status.OK, reward=reward_from_metric(metric, self.reward_shaping), metric=metric,
                             **common)  # fmt: skip
         return self.after_training(model, arch, result, device)
+
+    def cost(self, arch: Architecture) -> dict[str, int]:
+        """Params and FLOPs (at the recipe's resolution) of the child, counted in closed form without training."""
+        from nas_env.children.cnn import cnn_cost
+
+        return cnn_cost(arch, resolution=self.recipe.resolution)  # type: ignore[arg-type]
 
     def build_model(self, arch: Architecture) -> Any:
         """The child to train (under the seeded global RNG); subclasses change its hyperparameters."""

@@ -33,6 +33,10 @@ def reward_from_perplexity(perplexity: float, c: float = 80.0) -> float:
     return float(c) / float(perplexity) ** 2 if math.isfinite(perplexity) and perplexity > 0 else 0.0
 
 
+#: words in the Mikolov PTB vocabulary (with <eos>): the language model's embedding and softmax size
+PTB_VOCAB_SIZE = 10000
+
+
 class PTBEvaluator(Evaluator):
     """Train the child language model on PTB (word level) with a training recipe; the metric is the lowest
     validation perplexity of the last ``reward_last_epochs`` epochs, the reward ``c / metric^2``."""
@@ -98,6 +102,17 @@ class PTBEvaluator(Evaluator):
         r = self.recipe
         return cached(("ptb", self.data_dir, r.train_tokens, r.val_tokens, r.batch_size, r.eval_batch_size, device),
                       build)  # fmt: skip
+
+    def cost(self, arch: Architecture) -> dict[str, int | None]:
+        """Parameters of the child language model (built on the CPU with the recipe's sizes and PTB's 10,000-word
+        vocabulary, not trained); FLOPs are not counted for language models (None)."""
+        from nas_env.children.cnn import count_params
+        from nas_env.children.rnn_cell import RNNLanguageModel
+
+        b = self.recipe
+        model = RNNLanguageModel(arch, PTB_VOCAB_SIZE, embed_size=b.embed_size, hidden_size=b.hidden_size,  # type: ignore[arg-type]
+                                 dropout=b.dropout, tie_weights=b.embed_size == b.hidden_size)  # fmt: skip
+        return {"params": count_params(model), "flops": None}
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         import torch

@@ -9,9 +9,10 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from nas_env.config_dicts import check_kwargs
+from nas_env.cost import with_cost
 from nas_env.env import NASEnv
 from nas_env.evaluators import Evaluator
-from nas_env.spaces.cnn import CNNSpace
+from nas_env.spaces.cnn import CNNSpace, cnn_preset
 from nas_env.vector_env import BatchEvaluator, NASVectorEnv
 
 CIFAR10_ID = "NAS-CIFAR10-v0"
@@ -20,7 +21,13 @@ SYNTHETIC_ID = "NAS-Synthetic-v0"
 PTB_ID = "NAS-PTB-v0"
 
 
-def _cnn_space(space: CNNSpace | dict[str, Any] | None, num_layers: int, predict_strides: bool) -> CNNSpace:
+def _cnn_space(
+    space: CNNSpace | dict[str, Any] | None, num_layers: int, predict_strides: bool, preset: str | None = None
+) -> CNNSpace:
+    if preset is not None:
+        if space is not None:
+            raise ValueError("give a preset or a space, not both")
+        return cnn_preset(preset).space()
     if isinstance(space, CNNSpace):
         return space
     if space is None:
@@ -32,7 +39,7 @@ def _cnn_space(space: CNNSpace | dict[str, Any] | None, num_layers: int, predict
 
 def make_cifar10_env(
     space: CNNSpace | dict[str, Any] | None = None,
-    recipe: Any = "paper",
+    recipe: Any = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -44,6 +51,8 @@ def make_cifar10_env(
     invalid_action: str = "wrap",
     evaluator: Evaluator | None = None,
     render_mode: str | None = None,
+    preset: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> NASEnv:
     """``NAS-CIFAR10-v0``: the paper's CNN space; the terminal step trains the child on CIFAR-10.
 
@@ -51,10 +60,17 @@ def make_cifar10_env(
     fields, or a preset name (``"paper"``: 50 epochs on 45,000 images at 32x32; ``"cpu-demo"``, ``"tiny"``:
     see :data:`nas_env.evaluators.RECIPE_PRESETS`). ``data_dir`` overrides ``NAS_DATA_DIR``; without either
     the official archive is downloaded and verified on first use.
+
+    ``preset`` (``"v1"``, ``"v2"``, ``"v3"``: the paper's Table 1 spaces, see ``docs/presets.md``) replaces
+    ``space``/``num_layers``/``predict_strides`` and gives the recipe when ``recipe`` is not given (default:
+    ``"paper"``). ``cost`` folds params or FLOPs into the reward (a hard ``limit``, or MnasNet's soft
+    ``target`` and ``w``; see :mod:`nas_env.cost`), e.g. ``cost={"metric": "params", "limit": 1e6}``.
     """
     from nas_env.evaluators import TrainingEvaluator
 
-    cnn_space = _cnn_space(space, num_layers, predict_strides)
+    cnn_space = _cnn_space(space, num_layers, predict_strides, preset)
+    if recipe is None:
+        recipe = cnn_preset(preset).recipe if preset is not None else "paper"
     if evaluator is None:
         evaluator = TrainingEvaluator(
             recipe=recipe,
@@ -65,7 +81,7 @@ def make_cifar10_env(
             compile=compile,
             failure_reward=failure_reward,
         )
-    return NASEnv(cnn_space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(cnn_space, with_cost(evaluator, cost), invalid_action=invalid_action, render_mode=render_mode)
 
 
 def make_nb201_env(
@@ -74,12 +90,14 @@ def make_nb201_env(
     reward_shaping: str = "identity",
     invalid_action: str = "wrap",
     render_mode: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> NASEnv:
-    """``NAS-Bench-201-v0``: the 6-edge cell space; the reward is looked up in the packaged table."""
+    """``NAS-Bench-201-v0``: the 6-edge cell space; the reward is looked up in the packaged table.
+    ``cost``: the table's params or FLOPs in the reward (see :mod:`nas_env.cost`)."""
     from nas_env.spaces.nb201 import NB201Space
     from nas_env.tabular import TabularEvaluator
 
-    evaluator = TabularEvaluator(dataset=dataset, fidelity=fidelity, reward_shaping=reward_shaping)
+    evaluator = with_cost(TabularEvaluator(dataset=dataset, fidelity=fidelity, reward_shaping=reward_shaping), cost)
     return NASEnv(NB201Space(), evaluator, invalid_action=invalid_action, render_mode=render_mode)
 
 
@@ -93,17 +111,21 @@ def make_synthetic_env(
     log_path: str | None = None,
     invalid_action: str = "wrap",
     render_mode: str | None = None,
+    preset: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> NASEnv:
     """``NAS-Synthetic-v0``: the CNN token space with a free, exactly known reward (fraction of
     decisions equal to a hidden target architecture); for testing agents and dispatchers.
-    ``epochs`` x ``seconds_per_epoch`` make each evaluation take time like a real child would."""
+    ``epochs`` x ``seconds_per_epoch`` make each evaluation take time like a real child would.
+    ``preset``: one of the paper's spaces (as for ``NAS-CIFAR10-v0``); ``cost``: the child's params or FLOPs
+    in the reward (see :mod:`nas_env.cost`)."""
     from nas_env.evaluators import SyntheticEvaluator
 
-    cnn_space = _cnn_space(space, num_layers, predict_strides)
+    cnn_space = _cnn_space(space, num_layers, predict_strides, preset)
     evaluator = SyntheticEvaluator(
         cnn_space, target_seed=target_seed, epochs=epochs, seconds_per_epoch=seconds_per_epoch, log_path=log_path
     )
-    return NASEnv(cnn_space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(cnn_space, with_cost(evaluator, cost), invalid_action=invalid_action, render_mode=render_mode)
 
 
 def make_ptb_env(
@@ -117,6 +139,7 @@ def make_ptb_env(
     invalid_action: str = "wrap",
     evaluator: Evaluator | None = None,
     render_mode: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> NASEnv:
     """``NAS-PTB-v0``: the paper's recurrent-cell space (a tree of ``num_leaves`` leaves, "base 8");
     the terminal step trains a word-level language model around the cell on Penn Treebank, and the
@@ -125,7 +148,8 @@ def make_ptb_env(
     ``recipe`` is a :class:`~nas_env.lm_training.LMRecipe`, a dict of its fields or a preset name
     (``"paper"``: 35 epochs; ``"cpu-demo"``, ``"tiny"``: see :data:`nas_env.ptb_evaluator.LM_RECIPE_PRESETS`).
     ``data_dir`` overrides ``NAS_DATA_DIR``; without either the official archive is downloaded and its
-    files verified on first use.
+    files verified on first use. ``cost``: the language model's parameter count in the reward (a hard
+    ``limit`` or a soft ``target``; see :mod:`nas_env.cost`; FLOPs are not counted for PTB).
     """
     from nas_env.ptb_evaluator import PTBEvaluator
     from nas_env.spaces.rnn_cell import RNNCellSpace
@@ -134,7 +158,7 @@ def make_ptb_env(
         evaluator = PTBEvaluator(recipe=recipe, data_dir=data_dir, device=device, seed=seed, reward_c=reward_c,
                                  failure_reward=failure_reward)  # fmt: skip
     space = RNNCellSpace(num_leaves=num_leaves)
-    return NASEnv(space, evaluator, invalid_action=invalid_action, render_mode=render_mode)
+    return NASEnv(space, with_cost(evaluator, cost), invalid_action=invalid_action, render_mode=render_mode)
 
 
 #: id -> factory of one NASEnv; ``gym.make(id, **kwargs)`` calls it after checking the kwargs

@@ -25,6 +25,7 @@ class Status(str, Enum):
     CANCELLED = "cancelled"  # the job was cancelled (scancel, user)
     PREEMPTED = "preempted"  # the job was preempted and could not be requeued
     NOT_STARTED = "not_started"  # the job never started (e.g. rejected by the scheduler)
+    OVER_LIMIT = "over_limit"  # never trained: its cost (params/FLOPs) is above a hard limit (nas_env.cost)
     SETUP = "setup_error"  # machine, data or settings are wrong (a SetupError): not cacheable, the search stops
 
     def __str__(self) -> str:

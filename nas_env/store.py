@@ -21,7 +21,7 @@ from nas_env.results import EvalResult, Status
 
 #: statuses that say something about the architecture itself, so a repeat would end the same way;
 #: the others (cancelled, preempted, never started, timeout) are the cluster's doing and are retried
-CACHEABLE = frozenset({Status.OK, Status.DIVERGED, Status.OOM, Status.FAILED})
+CACHEABLE = frozenset({Status.OK, Status.DIVERGED, Status.OOM, Status.FAILED, Status.OVER_LIMIT})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (

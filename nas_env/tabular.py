@@ -294,6 +294,15 @@ class TabularEvaluator(Evaluator):
             extra=self._extra(table, index, clean),
         )
 
+    def cost(self, arch: Architecture) -> dict[str, int]:
+        """The table's parameter count and FLOPs (MACs) of ``arch`` for this dataset (no lookup of accuracy)."""
+        if not isinstance(arch, NB201Architecture):
+            raise TypeError(f"TabularEvaluator needs an NB201Architecture, got {type(arch).__name__}")
+        table = self.table()
+        index = table.index_of(arch.arch_str)
+        return {"params": int(table.column(f"params_{self.spec.cost_suffix}")[index]),
+                "flops": int(table.column(f"flops_{self.spec.cost_suffix}")[index])}  # fmt: skip
+
     @staticmethod
     def _accuracy(table: NB201Table, column: str, index: int) -> float:
         return float(table.column(column)[index]) / 100.0
