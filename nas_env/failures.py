@@ -19,6 +19,8 @@ __all__ = ["classify", "classify_traceback", "is_out_of_memory", "setup_error_na
 SETUP_NAMES = ("SetupError", "DatasetError", "DeviceError")
 #: text that marks a traceback as out of memory (torch's CUDA OOM, Python's MemoryError, C++ allocators)
 OOM_MARKERS = ("OutOfMemoryError", "MemoryError", "out of memory", "std::bad_alloc")
+#: exceptions that mean the job was stopped from outside, not that the child failed
+INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit")
 # The header line of an exception in a formatted traceback: "pkg.module.Name: message" or a bare "Name".
 _HEADER = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)", re.MULTILINE)
 
@@ -67,12 +69,14 @@ def classify(exc: BaseException) -> Status:
 def classify_traceback(text: str) -> Status:
     """What :func:`classify` says of the exception a formatted traceback ends with (text from a worker).
 
-    SETUP when the last exception line names a class of the setup family, OOM when any out-of-memory
-    marker appears, FAILED otherwise.
+    SETUP when the last exception line names a class of the setup family, LOST when the job was interrupted
+    (KeyboardInterrupt, SystemExit), OOM when any out-of-memory marker appears, FAILED otherwise.
     """
     headers = _HEADER.findall(text)
     if headers and headers[-1].rsplit(".", 1)[-1] in setup_error_names():
         return Status.SETUP
+    if headers and headers[-1].rsplit(".", 1)[-1] in INTERRUPTIONS:
+        return Status.LOST  # the job was stopped from outside: its child did not fail
     lowered = text.lower()
     if any(marker.lower() in lowered for marker in OOM_MARKERS):
         return Status.OOM

@@ -26,6 +26,7 @@ class Status(str, Enum):
     PREEMPTED = "preempted"  # the job was preempted and could not be requeued
     NOT_STARTED = "not_started"  # the job never started (e.g. rejected by the scheduler)
     OVER_LIMIT = "over_limit"  # never trained: its cost (params/FLOPs) is above a hard limit (nas_env.cost)
+    LOST = "lost"  # the job ended without delivering a result (killed, interrupted); run again, never cached
     SETUP = "setup_error"  # machine, data or settings are wrong (a SetupError): not cacheable, the search stops
 
     def __str__(self) -> str:

@@ -36,6 +36,7 @@ class JobRecord:
     cancelled: bool = False
     missing_since: float | None = None  # the scheduler did not know the job (first seen so)
     ended_since: float | None = None  # a final state was seen but no result pickle yet
+    retries: int = 0  # times the task was run again after a job ended without a result (Status.LOST)
 
     def age(self, now: float) -> float:
         return now - self.submitted_at

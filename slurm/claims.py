@@ -17,7 +17,12 @@ The rule, over the life of one task key:
 3. Only :meth:`Dispatcher.submit` removes a tombstone (:func:`clear_settled_claim`), just before it
    submits the key again: that is a deliberate new attempt (the earlier result was not cacheable:
    time-out, preemption, cancel, not started) and its job must train. A *live* claim (not settled) is
-   never removed: a job that owns the task is still running it, and the new job steps aside for it.
+   never removed while its job may run: a job that owns the task is still running it, and the new job
+   steps aside for it.
+4. A job that ended without delivering a result (killed or interrupted after it claimed the key) leaves a
+   live claim no job will settle. The dispatcher, which has seen that job end, removes that claim
+   (:func:`release_dead_claim`, only if it is still that job's) just before it runs the task again
+   (``Status.LOST``); the new job then claims the key and resumes from the task's checkpoint.
 
 Races, and why they are harmless:
 
@@ -152,6 +157,17 @@ def clear_settled_claim(path: str | Path) -> dict[str, str] | None:
         return None
     path.unlink(missing_ok=True)
     return claim
+
+
+def release_dead_claim(path: str | Path, owner: dict[str, str]) -> bool:
+    """Remove the live claim of ``owner``, a job that has ended without a result (rule 4). False, changing
+    nothing, if the claim is another job's or already settled."""
+    path = Path(path)
+    claim = read_claim(path)
+    if claim is None or is_settled(claim) or not same_owner(claim, owner):
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def duplicate_result(owner: dict[str, str], reward: float) -> EvalResult:

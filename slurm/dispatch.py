@@ -36,7 +36,7 @@ from slurm import faults
 from slurm.backend import Backend, JobRecord, SubmissionError
 from slurm.config import ClusterConfigError, ExecutorConfig
 from slurm.inline_backend import InlineBackend
-from slurm.claims import claimed_by, clear_settled_claim, read_claim, settle_claim
+from slurm.claims import claimed_by, release_dead_claim, clear_settled_claim, read_claim, settle_claim
 from slurm.job import EvaluateTask, checkpoint_path, claim_path
 from slurm.local_backend import LocalBackend
 from slurm.simulated_backend import SimulatedBackend
@@ -173,6 +173,8 @@ class Dispatcher:
                 owner = claimed_by(result)
                 if owner is not None and self._follow_claim(record, owner):
                     continue
+                if result.status is Status.LOST and self._run_again(record, result):
+                    continue
                 if not result.ok and not result.wall_time_s:
                     result = result.with_updates(wall_time_s=max(0.0, record.age(wall)))
                 del self._records[record.key]
@@ -233,6 +235,37 @@ class Dispatcher:
             return False
         log.info("task %r is evaluated by job %s, not by its duplicate %s", record.key, owner_id, record.job_id)
         self._records[record.key] = JobRecord(record.key, owner_id, job, record.failure_reward, record.submitted_at)
+        return True
+
+    def _run_again(self, record: JobRecord, result: EvalResult) -> bool:
+        """A job ended without delivering its result (killed or interrupted after or during training): run its
+        task again in a new job, which resumes from the task's checkpoint, up to ``max_requeues`` times. The
+        dead job's claim is released first, else the new job would step aside for it. False: not possible."""
+        if record.retries >= self.config.max_requeues:
+            return False
+        try:
+            _, function = self._backend.attach(record.job_id)
+        except (KeyError, ValueError):
+            function = None
+        if function is None:
+            return False
+        path = claim_path(self.folder, record.key)
+        claim = read_claim(path)
+        if claim is not None and self._backend.claim_files:
+            try:
+                if self._backend.job_id_of_claim(claim) == record.job_id:
+                    release_dead_claim(path, claim)
+            except (KeyError, ValueError):
+                pass
+        try:
+            ((job_id, job),) = self._backend.submit([function])
+        except SubmissionError as e:
+            log.warning("task %r could not be run again: %s", record.key, e)
+            return False
+        log.warning("job %s of task %r ended without a result (%s); running it again as job %s",
+                    record.job_id, record.key, (result.error or "").splitlines()[0], job_id)  # fmt: skip
+        self._records[record.key] = JobRecord(record.key, job_id, job, record.failure_reward, record.submitted_at,
+                                              retries=record.retries + 1)  # fmt: skip
         return True
 
     def _settle(self, record: JobRecord, result: EvalResult) -> None:

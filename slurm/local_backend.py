@@ -127,14 +127,16 @@ class LocalBackend(Backend):
                 record.failure_reward,
                 record.job_id,
             )
-        if paths.result_pickle.exists():
-            error = f"local job {record.job_id} ended, but its result file {paths.result_pickle.name} cannot be read"
-        else:
+        lost = not paths.result_pickle.exists()  # killed before it could write one: its child did not fail
+        if lost:
             error = f"local job {record.job_id} ended without writing a result"
+        else:
+            error = f"local job {record.job_id} ended, but its result file {paths.result_pickle.name} cannot be read"
         log_tail = faults.tail(paths.stderr)
         if log_tail:
             error += "\n--- end of the job's stderr ---\n" + log_tail
-        return failure(Status.FAILED, error=error, reward=record.failure_reward, job_id=record.job_id)
+        status = Status.LOST if lost else Status.FAILED
+        return failure(status, error=error, reward=record.failure_reward, job_id=record.job_id)
 
     def cancel(self, record: JobRecord) -> None:
         marker = self._cancel_marker(record.job_id)

@@ -295,12 +295,14 @@ class CrashReport:
 
 def crash_and_resume(reference: Reference, folder: Path, name: str, k: int, signal: str) -> CrashReport:
     """Stop the scenario's search at the K-th boundary ``name`` with ``signal``, resume it, check it against
-    ``reference``; returns what happened (the assertions have passed)."""
+    ``reference``; returns what happened (the assertions have passed). A job boundary (``worker.*``) stops
+    only the first job that reaches it: the task's next job (run again by the dispatcher) goes through."""
     scenario = reference.scenario
     folder.mkdir(parents=True, exist_ok=True)
     run_dir, log_path, counts_path = folder / "run", folder / "trainings.jsonl", folder / "counts.json"
     variable = WORKER_VARIABLE if name.startswith("worker.") else DRIVER_VARIABLE
-    first = _run(scenario.command(run_dir, log_path, counts_path), {variable: f"{name}:{k}:{signal}"},
+    spec = f"{name}:{k}:{signal}" + (f":{folder / 'stopped-once'}" if variable == WORKER_VARIABLE else "")
+    first = _run(scenario.command(run_dir, log_path, counts_path), {variable: spec},
                  scenario.timeout_s, scenario.fork)  # fmt: skip
     where = f"{name}:{k}:{signal} on {scenario}"
     if variable == DRIVER_VARIABLE:
