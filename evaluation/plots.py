@@ -193,6 +193,9 @@ def plot_pareto(cost: np.ndarray, score: np.ndarray, front: list[int], path: Pat
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
+    return save(figure, path)
+
+
 def plot_reach(
     panels: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, title: str = ""
 ) -> Path:

@@ -136,6 +136,7 @@ class SyntheticEvaluator(Evaluator):
     def simulate(self, arch: Architecture) -> tuple[EvalResult, float]:
         """The same result as :meth:`evaluate`, at once; it would take ``epochs x seconds_per_epoch``."""
         return self._evaluate(arch, None, sleep=False), self.epochs * self.seconds_per_epoch
+
     def cost(self, arch: Architecture) -> dict[str, int]:
         """Params and FLOPs of the CNN child (closed form, 32x32, nothing built): what a real child would cost."""
         from nas_env.children.cnn import cnn_cost
