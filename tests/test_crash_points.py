@@ -62,12 +62,12 @@ def test_every_boundary_of_a_run_with_each_signal(
     sig: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """NB201, REINFORCE, inline: the K-th boundary of any kind for every K an uninterrupted run passes (SIGKILL;
-    the two stop signals share one handler, so they take 13 Ks spread over the run), and the first and the last
+    the two stop signals share one handler, so they take 7 Ks spread over the run), and the first and the last
     boundary of each kind by name."""
     ref = reference(NB201_REINFORCE, tmp_path_factory)
     assert DRIVER_BOUNDARIES <= set(ref.counts), ref.counts  # the run passes every kind of boundary
     hit: set[str] = set()
-    ks = range(1, ref.counts["*"] + 1) if sig == "KILL" else spread(ref.counts["*"], 13)
+    ks = range(1, ref.counts["*"] + 1) if sig == "KILL" else spread(ref.counts["*"], 7)
     for k in ks:
         crash_and_resume(ref, tmp_path / f"k{k}", "*", k, sig)
     for name in DRIVER_BOUNDARIES:  # and named: the first and the last of each kind
@@ -82,7 +82,7 @@ def test_synthetic_children_each_kind_of_boundary(tmp_path: Path, tmp_path_facto
     """Checkpointed training counted epoch by epoch: a result lost with its driver is re-run from the child's
     checkpoint, never trained again."""
     ref = reference(SYNTHETIC_REINFORCE, tmp_path_factory)
-    for name, k in by_kind(ref, 3):
+    for name, k in by_kind(ref, 2):
         crash_and_resume(ref, tmp_path / f"{name}-{k}-kill", name, k, "KILL")
     for name in ("store.inside", "agent.told"):
         for sig in ("INT", "TERM"):

@@ -115,7 +115,7 @@ def test_kill_9_mid_search_then_resume_loses_nothing_and_trains_nothing_twice(
     """``ids-lost`` is a kill between submitting jobs and recording their ids: the resumed search
     must find those jobs through their claims (or out-race them) rather than train them again."""
     run_dir, log = tmp_path / "run", tmp_path / "evaluations.jsonl"
-    env_kwargs = json.dumps({"num_layers": 4, "epochs": 2, "seconds_per_epoch": 0.3, "log_path": str(log)})
+    env_kwargs = json.dumps({"num_layers": 4, "epochs": 2, "seconds_per_epoch": 0.15, "log_path": str(log)})
     command = _nas("search", "--env", "NAS-Synthetic-v0", "--agent", "reinforce", "--budget", "20",
                    "--executor", "local", "--parallel", "3", "--env-kwargs", env_kwargs,
                    "--run-dir", str(run_dir), "--no-progress")
