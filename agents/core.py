@@ -158,7 +158,8 @@ class SearchCore:
         self._waiting: dict[str, list[int]] = {}  # task key -> proposal ids waiting for that evaluation
         self._unsubmitted: list[Task] = []  # tasks waiting for room in the dispatcher
         self._evaluators: dict[int, Evaluator] = {}  # the evaluator of each proposal in flight
-        self._answers: dict[int, tuple[EvalResult, bool]] = {}  # told results kept for evaluate_batch
+        self._awaited: set[int] = set()  # proposals whose result evaluate_batch returns to its caller
+        self._answers: dict[int, tuple[EvalResult, bool]] = {}  # their told results, until it does
         self._reattached: set[str] = set()  # task keys whose jobs an earlier driver submitted
         records = self.store.in_flight() + self.store.told()
         self._told = self.store.num_told()
@@ -359,7 +360,8 @@ class SearchCore:
                 scalars = self.face.on_told(self._proposals[pid], result)
                 crash_point("agent.told")
                 told.append((seq, scalars))
-                self._answers[pid] = (result, cached)
+                if pid in self._awaited:
+                    self._answers[pid] = (result, cached)
             self.simulated_s += len(pids) * float(result.extra.get("simulated_train_time_s", 0.0))
             if fresh:
                 self.busy_s += float(result.wall_time_s)
@@ -403,10 +405,12 @@ class SearchCore:
         evaluated nor recorded; they get a NOT_STARTED result with the evaluator's failure reward."""
         allowed = min(len(items), self.remaining())
         proposals = [self.new_proposal(tokens, arch, space) for tokens, arch in items[:allowed]]
+        self._awaited.update(p.id for p in proposals)
         self.register(proposals)
         while any(p.id not in self._answers for p in proposals):
             self.collect()
         out = [self._answers.pop(p.id) for p in proposals]
+        self._awaited.difference_update(p.id for p in proposals)
         spent = failure(Status.NOT_STARTED, error="not evaluated: the search budget is spent",
                         reward=self.evaluator.failure_reward)  # fmt: skip
         return out + [(spent, False)] * (len(items) - allowed)

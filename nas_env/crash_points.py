@@ -45,7 +45,12 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), sig)
 
 
-def boundaries_reached(name: str = "*") -> int:
-    """How many boundaries called ``name`` (``*``: any) this process has reached while a spec was set (a
-    harness sets one with a K beyond the run to learn how many boundaries of each kind a run passes)."""
-    return _counts.get(name, 0)
+def boundaries_reached() -> dict[str, int]:
+    """How many boundaries of each name (``*``: any) this process has reached while a spec was set (a harness
+    sets one with a K beyond the run to learn how many boundaries of each kind a run passes)."""
+    return dict(_counts)
+
+
+def forget_boundaries() -> None:
+    """Start counting from zero (a forked process that runs a new driver)."""
+    _counts.clear()

@@ -118,17 +118,8 @@ def render_episode(episode: TokenEpisode, render_mode: str | None, result: EvalR
         if result is not None:
             caption.append(f"-> {result.status}: reward {result.reward:.4g}")
         return architecture_image(episode.space, episode.tokens, caption)
-    return render_lines(episode.lines(result), render_mode)
-
-
-def render_lines(lines: list[str], render_mode: str | None) -> Any:
-    """``ansi``: the lines as one string; ``rgb_array``: drawn as an image; otherwise None."""
     if render_mode == "ansi":
-        return "\n".join(lines)
-    if render_mode == "rgb_array":
-        from nas_env.render import text_image
-
-        return text_image(lines)
+        return "\n".join(episode.lines(result))
     return None
 
 

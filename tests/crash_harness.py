@@ -51,7 +51,7 @@ import atexit, json, sys
 from nas_env import crash_points
 from nas_cli.main import main
 out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write(json.dumps(crash_points._counts)))
+atexit.register(lambda: open(out, "w").write(json.dumps(crash_points.boundaries_reached())))
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -196,7 +196,7 @@ def _forked(command: list[str], extra_env: dict[str, str], timeout_s: float) -> 
 
                 for signum in (signals.SIGINT, signals.SIGTERM):
                     signals.signal(signum, signals.default_int_handler if signum == signals.SIGINT else signals.SIG_DFL)
-                crash_points._counts.clear()
+                crash_points.forget_boundaries()
                 import torch
 
                 torch.set_num_threads(1)  # as a driver on a shared machine; and no OpenMP pool across fork
@@ -209,7 +209,7 @@ def _forked(command: list[str], extra_env: dict[str, str], timeout_s: float) -> 
                 traceback.print_exc()
             finally:
                 try:
-                    Path(counts_path).write_text(json.dumps(crash_points._counts))
+                    Path(counts_path).write_text(json.dumps(crash_points.boundaries_reached()))
                     sys.stdout.flush()
                     sys.stderr.flush()
                 finally:

@@ -63,21 +63,20 @@ def test_traceback_on_request(tmp_path: Path) -> None:
     assert done.returncode == 1 and "Traceback" in done.stderr and "ValueError" in done.stderr
 
 
+def _slow_synthetic_search(run_dir: Path, budget: int, num_layers: int, epochs: int) -> subprocess.Popen:
+    """A random search on NAS-Synthetic-v0 whose children take ``epochs`` x 0.2 s, inline, as a subprocess."""
+    env_kwargs = json.dumps({"num_layers": num_layers, "epochs": epochs, "seconds_per_epoch": 0.2})
+    command = [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "random",
+               "--budget", str(budget), "--executor", "inline", "--env-kwargs", env_kwargs, "--run-dir", str(run_dir),
+               "--no-progress"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_ctrl_c_keeps_the_store_and_the_run_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    env_kwargs = json.dumps({"num_layers": 3, "epochs": 2, "seconds_per_epoch": 0.2})
-    command = [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "random",
-               "--budget", "12", "--executor", "inline", "--env-kwargs", env_kwargs, "--run-dir", str(run_dir),
-               "--no-progress"]  # fmt: skip
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    store_path, told = RunDir(run_dir).store_path, 0
-    deadline = time.monotonic() + 60
-    while told < 3 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
-        if store_path.exists():
-            with ResultStore(store_path) as store:
-                told = store.num_told()
-    assert driver.poll() is None, driver.stderr.read()
+    driver = _slow_synthetic_search(run_dir, budget=12, num_layers=3, epochs=2)
+    store_path = RunDir(run_dir).store_path
+    _wait_for_told(run_dir, 3, driver)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130, stderr
@@ -193,11 +192,7 @@ def test_a_device_that_is_not_there_stops_before_any_child(tmp_path: Path, data_
 
 def test_a_second_driver_on_the_same_run_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    env_kwargs = json.dumps({"num_layers": 2, "epochs": 1, "seconds_per_epoch": 0.2})
-    command = [sys.executable, "-m", "nas_cli", "search", "--env", "NAS-Synthetic-v0", "--agent", "random",
-               "--budget", "200", "--executor", "inline", "--env-kwargs", env_kwargs, "--run-dir", str(run_dir),
-               "--no-progress"]  # fmt: skip
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = _slow_synthetic_search(run_dir, budget=200, num_layers=2, epochs=1)
     try:
         _wait_for_told(run_dir, 1, first)
         second = nas("search", "--resume", str(run_dir), "--no-progress")

@@ -66,16 +66,22 @@ def assert_same_as_inline(task: Task, job: EvalResult) -> EvalResult:
     return inline
 
 
-def test_real_children_as_local_subprocesses(tmp_path: Path, data_root: Path, one_thread_jobs: None) -> None:
-    tasks = real_children(data_root)
-    dispatcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2, time_limit_min=10), tmp_path)
-    dispatcher.check()
+def submit_and_check_against_inline(dispatcher: Dispatcher, tasks: list) -> list:
+    """Submit ``tasks`` as one batch, collect them, and check each job's result against an inline evaluation."""
     ids = dispatcher.submit(tasks)
     done = collect_completed(dispatcher, len(tasks), timeout=300)
     for task, job_id in zip(tasks, ids):
         result = done[task.key].result
         assert done[task.key].job_id == result.job_id == job_id
         assert_same_as_inline(task, result)
+    return tasks
+
+
+def test_real_children_as_local_subprocesses(tmp_path: Path, data_root: Path, one_thread_jobs: None) -> None:
+    tasks = real_children(data_root)
+    dispatcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2, time_limit_min=10), tmp_path)
+    dispatcher.check()
+    for task in submit_and_check_against_inline(dispatcher, tasks):
         assert not checkpoint_path(dispatcher.folder, task.key).exists()  # removed once the child succeeded
 
 
@@ -98,12 +104,7 @@ def test_real_children_as_slurm_jobs(
     tasks = real_children(data_root)
     dispatcher = Dispatcher(slurm_config("real-children"), tmp_path / "jobs")
     dispatcher.check()
-    ids = dispatcher.submit(tasks)
-    done = collect_completed(dispatcher, len(tasks), timeout=300)
-    for task, job_id in zip(tasks, ids):
-        result = done[task.key].result
-        assert done[task.key].job_id == result.job_id == job_id
-        assert_same_as_inline(task, result)
+    submit_and_check_against_inline(dispatcher, tasks)
 
 
 #: four epochs of 2,000 small images: a few seconds each on one CPU thread, long enough to preempt one
