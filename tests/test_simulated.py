@@ -100,3 +100,18 @@ def test_kill_9_and_resume_on_the_virtual_clock_equal_an_uninterrupted_run(tmp_p
 def _told_count(run_dir: Path) -> int:
     with ResultStore(RunDir(run_dir).store_path) as store:
         return store.num_told()
+
+
+@pytest.mark.parametrize("agent", ["evolution", "reinforce"])
+def test_one_simulated_worker_is_the_sequential_protocol(tmp_path: Path, agent: str) -> None:
+    """P = 1 on the virtual clock tells the same results in the same order as the inline executor under the
+    NB201 simulated-time budget, so the parallelism study's P = 1 row is the protocol itself."""
+    runs = {}
+    for executor in ("inline", "simulated"):
+        config = SearchConfig(env_id="NAS-Bench-201-v0", agent=agent, seed=5, budget=1_000, max_simulated_time_s=3_000.0,
+                              env_kwargs={"dataset": "cifar10-valid", "fidelity": 12},
+                              executor={"executor": executor, "max_in_flight": 1})  # fmt: skip
+        summary = run_search(tmp_path / executor, config)
+        assert summary.out_of_time and summary.evaluations > 10
+        runs[executor] = _told(tmp_path / executor)
+    assert runs["simulated"] == runs["inline"]
