@@ -92,8 +92,12 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--poll-interval-s", type=float, default=0.5)
+    parser.add_argument("--slots", type=int, default=None,
+                        help="children that can run at once (default: in flight, at most the CPUs: the one-node "
+                             "cluster has one job slot per CPU)")
     parser.add_argument("--modes", default="per-child,pool", help="which modes to run, in order")
     args = parser.parse_args()
+    args.slots = args.slots or min(args.in_flight, os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the children: one thread each, as many as the cores
     evaluator, archs, space = children(args.kind, args.children, args.seconds, os.environ.get("NAS_DATA_DIR"))
     base = {"executor": args.executor, "max_in_flight": args.in_flight, "poll_interval_s": args.poll_interval_s,
@@ -115,8 +119,11 @@ def main() -> None:
         print(f"pool / per-child: children per minute x{pool['per_minute'] / single['per_minute']:.2f}, "
               f"submissions x{pool['submissions'] / single['submissions']:.3f}, "
               f"status queries x{pool['status_queries'] / max(1, single['status_queries']):.2f}")
-        overhead = single["seconds"] * args.in_flight / single["children"] - (args.seconds if args.kind == "synthetic" else 0)
-        print(f"per-child job overhead ~{overhead:.2f} s of a slot per child (wall time x in flight / children - training)")
+        training = args.seconds if args.kind == "synthetic" else 0.0
+        for mode, r in (("per-child", single), ("pool", pool)):
+            slot = r["seconds"] * args.slots / r["children"]
+            print(f"{mode}: {slot:.2f} s of a slot per child, {slot - training:.2f} s beyond the training "
+                  f"(wall time x {args.slots} slots / children{' - training' if training else ''})")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,10 @@ class PoolBackend(Backend):
         self.workers = pool_workers(config)
         self.children = int(config.children_per_gpu)
         launcher = LocalBackend if config.executor == "local" else SlurmBackend
-        self.launcher: Backend = launcher(config.replace(max_in_flight=self.workers), self.paths.root)
+        # a worker job holds k children: k times a child's CPUs and memory, the GPUs they share
+        per_worker = config.replace(max_in_flight=self.workers, cpus_per_child=config.cpus_per_child * self.children,
+                                    mem_gb=None if config.mem_gb is None else config.mem_gb * self.children)  # fmt: skip
+        self.launcher: Backend = launcher(per_worker, self.paths.root)
         self._jobs: dict[str, JobRecord] = {}  # worker job id -> record, while the job may run
         self._ended: set[str] = set()  # worker jobs seen ended
         self._open: dict[str, Path] = {}  # attempt -> task file, until outcome() returns its result
@@ -195,6 +198,10 @@ class PoolBackend(Backend):
         Otherwise (an interrupted driver) they wait for a resumed driver up to the idle timeout."""
         if not any(path.exists() for path in self._open.values()):
             self.paths.done.touch()
+            beating = self._beating_worker_jobs(time.time())
+            for job_id, record in self._jobs.items():
+                if job_id not in beating:  # still queued: it would only start to see done and exit
+                    self.launcher.cancel(record)
         self.launcher.close()
 
     # ------------------------------------------------------------------ workers
@@ -225,7 +232,11 @@ class PoolBackend(Backend):
     def _live_worker_jobs(self, now: float) -> set[str]:
         """Worker jobs that may still pull tasks: those started here and not ended, and those of an earlier
         driver whose slots beat recently."""
-        live = set(self._jobs)
+        return set(self._jobs) | self._beating_worker_jobs(now)
+
+    def _beating_worker_jobs(self, now: float) -> set[str]:
+        """Worker jobs (not seen ended) with a slot whose heartbeat is fresh."""
+        live: set[str] = set()
         for path in self.paths.workers.glob("*.json"):
             try:
                 if now - path.stat().st_mtime > HEARTBEAT_TIMEOUT_S:
