@@ -95,6 +95,21 @@ def test_pool_worker_killed_mid_task_finishes_elsewhere_once_and_the_pool_ends(t
     assert not list(PoolPaths(folder / "pool").tasks.iterdir())  # every collected task was removed
 
 
+def test_pool_workers_end_by_themselves_when_the_driver_is_gone(tmp_path: Path) -> None:
+    """No ``done`` marker (the driver died without closing): the workers exit once the driver's heartbeat is
+    older than ``pool_idle_timeout_s``."""
+    folder = tmp_path / "jobs"
+    config = ExecutorConfig(executor="local", pool=2, poll_interval_s=0.2, pool_idle_timeout_s=1.0)
+    dispatcher = Dispatcher(config, folder)
+    archs = distinct_architectures(SPACE, 2)
+    dispatcher.submit([Task(SPACE.key(a), SyntheticEvaluator(SPACE), a) for a in archs])
+    collect_completed(dispatcher, 2, timeout=120)  # the driver stops here: no close, no more heartbeats
+    pids = [int(p.name.split("_")[0]) for p in (folder / "pool" / "local").rglob("*_submitted.pkl")]
+    assert len(pids) == 2
+    wait_for(lambda: not any(controller_alive(pid) for pid in pids), "the end of the idle pool workers")
+    assert not PoolPaths(folder / "pool").done.exists()
+
+
 def test_children_per_gpu_runs_k_children_at_once_each_result_once(tmp_path: Path) -> None:
     """On CPU, ``children_per_gpu`` k runs k children at once in the local slot; never more."""
     folder, log = tmp_path / "jobs", tmp_path / "trainings.jsonl"
