@@ -145,7 +145,8 @@ class PoolBackend(Backend):
                 continue
             del self._jobs[job_id]
             self._ended.add(job_id)
-            if ended.status is not Status.FAILED or "not an EvalResult" not in (ended.error or ""):
+            returned = faults.read_outcome(record.job.paths.result_pickle)  # ("success", tasks run): it ended itself
+            if returned is None or returned[0] != "success":
                 self._worker_errors.append(f"pool worker {job_id} ended: {(ended.error or '').strip()}")
                 log.warning("%s", self._worker_errors[-1])
         if self._setup_error is None:
