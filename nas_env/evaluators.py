@@ -89,7 +89,8 @@ class SyntheticEvaluator(Evaluator):
     train for ``epochs`` epochs of ``seconds_per_epoch`` each (saving progress to ``checkpoint_path``
     so a preempted job resumes), raise for the architectures whose canonical keys are in
     ``fail_keys`` (fault injection for tests and demos), and append one line per finished evaluation
-    to ``log_path`` (so a test can show that nothing was trained twice).
+    to ``log_path`` (so a test can show that nothing was trained twice; each line also holds the Unix
+    times the evaluation started and ended, so a test can show which children ran at once).
     """
 
     def __init__(
@@ -150,7 +151,7 @@ class SyntheticEvaluator(Evaluator):
         return self._evaluate(arch, checkpoint_path, sleep=True)
 
     def _evaluate(self, arch: Architecture, checkpoint_path: str | Path | None, sleep: bool) -> EvalResult:
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         if self.space.key(arch) in self.fail_keys:
             raise RuntimeError(f"injected failure for architecture {self.space.key(arch)}")
         space = self._space_of(arch)
@@ -168,7 +169,9 @@ class SyntheticEvaluator(Evaluator):
         curve = tuple(metric * (e + 1) / self.epochs for e in range(self.epochs))
         if self.log_path is not None:
             with open(self.log_path, "a") as log:
-                log.write(json.dumps({"key": self.space.key(arch), "resumed_from_epoch": resumed_from}) + "\n")
+                line = {"key": self.space.key(arch), "resumed_from_epoch": resumed_from, "started": started_at,
+                        "ended": time.time()}  # fmt: skip
+                log.write(json.dumps(line) + "\n")
         return EvalResult(
             status=Status.OK,
             reward=metric,

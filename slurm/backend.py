@@ -57,6 +57,8 @@ class Backend(abc.ABC):
         self.refresh_interval_s = float(config.poll_interval_s)
         #: status queries made so far (one per refresh at most, whatever the number of jobs)
         self.calls = 0
+        #: submissions made so far (sbatch calls for slurm, launches for local): one per batch or per pool worker batch
+        self.submissions = 0
 
     @abc.abstractmethod
     def check(self) -> None:

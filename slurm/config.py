@@ -46,6 +46,12 @@ class ExecutorConfig:
     :mod:`slurm.simulated_backend`) reads the ``sim_*`` fields: a queue delay and a start-up time per job,
     the probability that a child fails or is preempted part-way (a preempted child is requeued, up to
     ``max_requeues`` times, and resumes its remaining epochs), and the seed of those draws.
+
+    ``pool`` > 0 (local and slurm) runs the children in that many long-lived worker jobs that pull tasks
+    from the run directory (:mod:`slurm.pool`) instead of one job per child; workers end when the search
+    is over or after ``pool_idle_timeout_s`` without a sign of the driver. ``children_per_gpu`` k runs k
+    children at once in each worker, as processes sharing its GPU (each limited to its share of the GPU's
+    memory; on CPU simply k at once); k > 1 without ``pool`` runs one such worker (the local slot).
     """
 
     executor: str = "local"
@@ -66,6 +72,9 @@ class ExecutorConfig:
     sim_failure_rate: float = 0.0
     sim_preemption_rate: float = 0.0
     sim_seed: int = 0
+    pool: int = 0
+    children_per_gpu: int = 1
+    pool_idle_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -73,7 +82,7 @@ class ExecutorConfig:
         for name in ("gpus_per_child", "max_requeues"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("cpus_per_child", "time_limit_min", "max_in_flight"):
+        for name in ("cpus_per_child", "time_limit_min", "max_in_flight", "children_per_gpu"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mem_gb is not None and float(self.mem_gb) <= 0:
@@ -84,6 +93,15 @@ class ExecutorConfig:
         for name in ("sim_failure_rate", "sim_preemption_rate"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if int(self.pool) < 0:
+            raise ValueError(f"pool must be >= 0 (0: one job per child), got {self.pool}")
+        if (int(self.pool) or int(self.children_per_gpu) > 1) and self.executor not in ("local", "slurm"):
+            raise ValueError(
+                f"pool={self.pool} / children_per_gpu={self.children_per_gpu} need the local or slurm executor, "
+                f"not {self.executor!r}"
+            )
+        if float(self.pool_idle_timeout_s) <= 0:
+            raise ValueError(f"pool_idle_timeout_s must be > 0, got {self.pool_idle_timeout_s}")
         if float(self.poll_interval_s) <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
         if not isinstance(self.extra_sbatch, Mapping):
@@ -141,6 +159,12 @@ class ExecutorConfig:
         g.add_argument("--max-in-flight", type=int, default=None, help="children running at once (array parallelism)")
         g.add_argument("--poll-interval-s", type=float, default=None)
         g.add_argument("--max-requeues", type=int, default=None)
+        g.add_argument("--pool", type=int, default=None,
+                       help="N long-lived worker jobs that pull children from the run directory (0: a job per child)")
+        g.add_argument("--children-per-gpu", type=int, default=None,
+                       help="k children at once per worker, sharing its GPU (k > 1 without --pool: one local worker)")
+        g.add_argument("--pool-idle-timeout-s", type=float, default=None,
+                       help="pool workers exit after this long without a sign of the driver (default 300)")
         g.add_argument(
             "--sbatch", action="append", default=None, metavar="KEY=VALUE", help="extra #SBATCH option (repeatable)"
         )

@@ -39,6 +39,7 @@ from slurm.inline_backend import InlineBackend
 from slurm.claims import claimed_by, release_dead_claim, clear_settled_claim, read_claim, settle_claim
 from slurm.job import EvaluateTask, checkpoint_path, claim_path
 from slurm.local_backend import LocalBackend
+from slurm.pool import PoolBackend
 from slurm.simulated_backend import SimulatedBackend
 from slurm.slurm_backend import SlurmBackend
 
@@ -83,7 +84,8 @@ class Dispatcher:
         self.config = config
         self.folder = Path(folder).expanduser().absolute()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._backend: Backend = _BACKENDS[config.executor](config, self.folder)
+        pooled = config.pool > 0 or config.children_per_gpu > 1  # workers that pull tasks (slurm/pool.py)
+        self._backend: Backend = (PoolBackend if pooled else _BACKENDS[config.executor])(config, self.folder)
         self._records: dict[str, JobRecord] = {}
         self._ready: list[Completed] = []
         self._last_refresh = float("-inf")
@@ -98,6 +100,11 @@ class Dispatcher:
     def scheduler_calls(self) -> int:
         """Status queries made so far (sacct calls for slurm): at most one per ``poll_interval_s``."""
         return self._backend.calls
+
+    @property
+    def scheduler_submissions(self) -> int:
+        """Submissions made so far (sbatch calls for slurm): one per job array, or per batch of pool workers."""
+        return self._backend.submissions
 
     # ------------------------------------------------------------------ submitting
     def capacity(self) -> int:

@@ -87,6 +87,7 @@ class LocalBackend(Backend):
                 jobs = [executor.submit(function) for function in functions]
         except (OSError, RuntimeError) as e:
             raise SubmissionError(f"could not start local jobs: {e}") from e
+        self.submissions += 1
         return [(f"{batch}-{job.job_id}", job) for job in jobs]
 
     def attach(self, job_id: str) -> tuple[Any, EvaluateTask | None]:

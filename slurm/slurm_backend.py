@@ -135,6 +135,7 @@ class SlurmBackend(Backend):
                 jobs = [executor.submit(function) for function in functions]
         except (FailedJobError, FailedSubmissionError, OSError, RuntimeError, subprocess.SubprocessError) as e:
             raise SubmissionError(f"sbatch refused the batch: {e}") from e
+        self.submissions += 1
         for job in jobs:
             self.watcher.register_job(job.job_id)
         return [(job.job_id, job) for job in jobs]

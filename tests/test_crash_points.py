@@ -40,6 +40,9 @@ NB201_PPO = Scenario(env="nb201", agent="ppo", budget=3)
 LOCAL_RANDOM = Scenario(env="synthetic", agent="random", executor="local", parallel=2, budget=3)
 LOCAL_REINFORCE = Scenario(env="synthetic", agent="reinforce", executor="local", parallel=1, budget=2,
                            agent_kwargs=LEARNING)  # fmt: skip
+# the same children through a pool of two local workers that pull them from the run directory
+POOL_RANDOM = Scenario(env="synthetic", agent="random", executor="local", parallel=2, budget=3,
+                       extra_args=("--pool", "2", "--poll-interval-s", "0.2"))  # fmt: skip
 
 _references: dict[Scenario, Reference] = {}
 
@@ -139,6 +142,17 @@ def test_local_job_lost_at_worker_result_is_run_again(
     report = crash_and_resume(reference(LOCAL_RANDOM, tmp_path_factory), tmp_path, "worker.result", 1, sig)
     assert (tmp_path / "stopped-once").exists()  # a job really was stopped there (and its task run again)
     assert report.first.returncode == 0 and report.told_at_crash == 3  # the driver went on by itself
+
+
+@pytest.mark.parametrize("name", ["dispatch.submitted", "worker.result"])
+def test_pool_driver_or_worker_killed(name: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A pool's driver killed after writing its tasks (the resumed driver finds them by their claims or trains
+    them once), or a pool worker killed after training, before its result is written (the driver sees the
+    worker dead, releases its claim, and another worker resumes the task from its checkpoint): nothing lost,
+    no epoch trained twice."""
+    crash_and_resume(reference(POOL_RANDOM, tmp_path_factory), tmp_path, name, 1, "KILL")
+    if name == "worker.result":
+        assert (tmp_path / "stopped-once").exists()  # a worker really was stopped there
 
 
 # ---------------------------------------------------------------------------------------------- SLURM
