@@ -24,6 +24,7 @@ class ProposedSet:
     def __init__(self) -> None:
         self._keys: set[str] = set()
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
+        self._spelled: dict[str, set[tuple[int, ...]]] = {}  # the same, as a set
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -35,12 +36,16 @@ class ProposedSet:
 
     def seen(self, space: SearchSpace, tokens: tuple[int, ...]) -> bool:
         """Whether ``tokens`` in ``space`` decode to an architecture already proposed."""
+        if tuple(tokens) in self._spelled.get(space_key(space), ()):
+            return True  # the same spelling: no need to decode
         return space.key(space.decode(tokens)) in self._keys
 
     def add(self, space: SearchSpace, tokens: tuple[int, ...]) -> None:
         """Remember ``tokens`` (in ``space``) as proposed."""
         self._keys.add(space.key(space.decode(tokens)))
-        self._tokens.setdefault(space_key(space), []).append(tuple(int(t) for t in tokens))
+        tokens = tuple(int(t) for t in tokens)
+        self._tokens.setdefault(space_key(space), []).append(tokens)
+        self._spelled.setdefault(space_key(space), set()).add(tokens)
 
     def free_counts(self, space: SearchSpace, prefix: Sequence[int]) -> list[int]:
         """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``

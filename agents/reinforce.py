@@ -62,6 +62,7 @@ class ReinforceConfig:
     tanh_constant: float | None = None  # logits -> c * tanh(logits) (ENAS: 2.5); None = off
     # options beyond the paper's defaults (all off by default: the default agent samples exactly as before)
     per_decision_heads: bool = False  # one embedding + softmax head per decision (the paper's figure) vs per kind
+    decision_offsets: bool = False  # per-kind heads plus a per-decision head and embedding added to them, from 0
     no_repeat: bool = False  # never propose an architecture already proposed (told or in flight)
     resample_rounds: int = 10  # no_repeat: batched re-draws from the policy before the uniform-unseen fallback
     advantage_norm: bool = False  # divide R - b by a running std of R - b (EMA with baseline_decay)
@@ -168,10 +169,15 @@ class Controller(nn.Module):
     """Two-layer LSTM with one embedding and one softmax head per decision kind (or per decision, with
     ``config.per_decision_heads``: ``kinds`` then names decision positions), plus anchor attention."""
 
-    def __init__(self, kinds: dict[str, int], config: ReinforceConfig, generator: torch.Generator) -> None:
+    def __init__(
+        self, kinds: dict[str, int], config: ReinforceConfig, generator: torch.Generator,
+        decisions: dict[str, int] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.kinds = dict(kinds)  # kind (or decision position) -> number of choices
+        self.decisions = dict(decisions or {})  # decision position -> number of choices (decision_offsets)
+        self._decision_index = {position: k for k, position in enumerate(self.decisions)}
         self._kind_index = {kind: k for k, kind in enumerate(self.kinds)}
         self._plans: dict[str, tuple[Step, ...]] = {}
         size = config.hidden_size
@@ -183,14 +189,20 @@ class Controller(nn.Module):
             self.w_prev = nn.Linear(size, size, bias=False)  # W_prev h_j: the earlier anchor
             self.w_curr = nn.Linear(size, size, bias=False)  # W_curr h_i: the current anchor
             self.v = nn.Linear(size, 1, bias=False)  # v^T tanh(...)
+            if self.decisions:  # after every shared parameter: those are drawn exactly as without offsets
+                self.offset_embeddings = nn.ModuleList(nn.Embedding(c, size) for c in self.decisions.values())
+                self.offset_heads = nn.ModuleList(nn.Linear(size, c) for c in self.decisions.values())
         self.to_empty(device="cpu")
         self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Paper: every weight uniform in [-init_range, init_range]."""
-        for parameter in self.parameters():
-            parameter.uniform_(-self.config.init_range, self.config.init_range, generator=generator)
+        for name, parameter in self.named_parameters():
+            if name.startswith("offset_"):  # per-decision offsets start at zero, drawing nothing: the initial
+                parameter.zero_()  # policy and the sampling RNG are exactly those of the shared heads
+            else:
+                parameter.uniform_(-self.config.init_range, self.config.init_range, generator=generator)
 
     def plan(self, space: SearchSpace) -> tuple[Step, ...]:
         """The (cached) plan of ``space``; raises ValueError if it has a kind this controller lacks."""
@@ -248,10 +260,16 @@ class Controller(nn.Module):
             h, state = self._lstm_step(x, state)  # h: the top layer's output, (n, hidden)
             if isinstance(step, Choice):
                 kind = self._kind_index[str(step.position) if self.config.per_decision_heads else step.kind]
-                logits = self.heads[kind](h).unsqueeze(1)  # (n, 1, num_choices)
+                logits = self.heads[kind](h)  # (n, num_choices)
+                offset = self._decision_index.get(str(step.position)) if self.decisions else None
+                if offset is not None:
+                    logits = logits + self.offset_heads[offset](h)
                 positions = slice(step.position, step.position + 1)
-                token = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits)
+                token = self._decide(logits.unsqueeze(1), tokens, positions, sample, generator, log_prob, entropy,
+                                     all_logits)
                 x = self.embeddings[kind](token[:, 0])  # autoregressive: the chosen token's embedding
+                if offset is not None:
+                    x = x + self.offset_embeddings[offset](token[:, 0])
                 continue
             anchor_h[step.layer], anchor_w[step.layer] = h, self.w_prev(h)
             if not step.sources:
@@ -324,7 +342,9 @@ class ReinforceAgent(Agent):
         self.config = ReinforceConfig(**{**self.defaults, **hyperparameters})
         self._config_dict = asdict(self.config)  # written with every checkpoint: computed once
         self.generator = torch.Generator().manual_seed(self.seed)  # the agent's only source of randomness
-        self.controller = Controller(softmax_slots(space, self.config.per_decision_heads), self.config, self.generator)
+        offsets = softmax_slots(space, per_decision=True) if self.config.decision_offsets else None
+        self.controller = Controller(softmax_slots(space, self.config.per_decision_heads), self.config, self.generator,
+                                     offsets)
         self.controller.plan(space)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.lr)
         self.baseline: float | None = None  # EMA of rewards; the first reward initialises it
@@ -601,5 +621,6 @@ class TunedReinforceAgent(ReinforceAgent):
 
     name: ClassVar[str] = "reinforce-tuned"
     defaults: ClassVar[dict[str, Any]] = {
-        "lr": 0.02, "batch_size": 1, "baseline_decay": 0.9, "entropy_coef": 0.01, "grad_clip": 1.0,
+        "lr": 0.02, "batch_size": 1, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
+        "no_repeat": True, "decision_offsets": True,
     }

@@ -41,6 +41,11 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "heads-importance2": ("reinforce", {**HEADS, "importance_clip": 2.0}),
     "heads-entsched": ("reinforce", {**HEADS, "entropy_coef": 0.02, "entropy_coef_end": 0.0,
                                      "schedule_evaluations": 1000}),
+    "offsets": ("reinforce", {**TUNED_NB201, "decision_offsets": True}),
+    "offsets-norepeat-tanh1.5": ("reinforce", {**TUNED_NB201, "decision_offsets": True, "no_repeat": True,
+                                               "tanh_constant": 1.5}),
+    "offsets-ppo-m8": ("reinforce", {**TUNED_NB201, "decision_offsets": True, "advantage_norm": True, "lr": 0.005,
+                                     "batch_size": 8, "ppo_clip": 0.2, "ppo_epochs": 4}),
     "paper-heads": ("reinforce", {"per_decision_heads": True}),
     "paper-heads-advnorm": ("reinforce", {"per_decision_heads": True, "advantage_norm": True}),
 }
