@@ -233,9 +233,12 @@ def reinforcement(traces: dict[str, list[RunTrace]], path: Path, samples: int = 
             continue
         length = max(int(x[0].max()) for x in series if x is not None and len(x[0]))
         matrix = np.full((len(runs), length), np.nan)
-        for r, x in enumerate(series):
-            if x is not None:
-                matrix[r, x[0].astype(int) - 1] = x[1]
+        for r, x in enumerate(series):  # logged at updates only (every m rewards): held until the next update
+            if x is not None and len(x[0]):
+                steps_r = x[0].astype(int)
+                index = np.searchsorted(steps_r, np.arange(1, length + 1), side="right") - 1
+                matrix[r] = np.where(index >= 0, x[1][np.maximum(index, 0)], np.nan)
+                matrix[r, runs[r].num_evaluations:] = np.nan  # the run stopped
         mean, low, high, n = band(matrix)
         last = int(np.flatnonzero(n >= len(runs) // 2).max()) + 1
         steps = np.arange(1, last + 1)

@@ -21,15 +21,7 @@ from nas_env.spaces import CNNSpace
 from nas_env.spaces.base import SearchSpace
 from nas_env.spaces.nb201 import NB201Space
 from nas_env.tabular import NB201Table
-from test_agents import TinySpace
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_agents import TinySpace, _one_torch_thread  # noqa: F401 - the autouse fixture: one torch thread
 
 
 #: the REINFORCE settings tuned on NB201 before the options existed (docs/nb201_comparison.md)
@@ -196,7 +188,7 @@ def test_reinforce_tuned_is_a_named_agent_whose_settings_can_be_overridden() -> 
     assert all(getattr(tuned.config, k) == v for k, v in TunedReinforceAgent.defaults.items())
     assert make_agent("reinforce-tuned", space, seed=0, lr=0.001).config.lr == 0.001
     with pytest.raises(ValueError, match="cannot be loaded"):
-        make_agent("reinforce", space, seed=0, **TUNED).load_state_dict(tuned.state_dict())
+        make_agent("reinforce", space, seed=0, **TunedReinforceAgent.defaults).load_state_dict(tuned.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------- what it learned
