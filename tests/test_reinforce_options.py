@@ -95,7 +95,7 @@ def test_no_repeat_never_repeats_and_ends_when_the_space_is_exhausted() -> None:
     space = TinySpace(num_edges=3, num_ops=3)  # 27 architectures
     agent = ReinforceAgent(space, seed=0, no_repeat=True, lr=0.5, batch_size=1, per_decision_heads=True)
     proposed: list[tuple[int, ...]] = []
-    while True:
+    for _ in range(20):  # bounded: an agent that repeats itself would never exhaust the space
         proposals = agent.ask(4)
         if not proposals:
             break
@@ -125,8 +125,10 @@ def _save_load(value: Any) -> Any:
     return torch.load(buffer)
 
 
-@pytest.mark.parametrize("space", [CNNSpace(num_layers=4), NB201Space()], ids=["cnn", "nb201"])
+@pytest.mark.parametrize("space", [CNNSpace(num_layers=4), NB201Space(), TinySpace(num_edges=3, num_ops=3)],
+                         ids=["cnn", "nb201", "tiny-exhausted"])
 def test_resume_from_checkpoint_parts_is_exact_with_every_option_on(space: SearchSpace) -> None:
+    """Tiny: 27 architectures, so the resumed agent must remember every one proposed to go on identically."""
     evaluator = SyntheticEvaluator(space, target_seed=2)
     agent = ReinforceAgent(space, seed=5, **ALL_ON)
     search(agent, evaluator.score, 20, ask=4)
