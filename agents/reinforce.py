@@ -23,7 +23,12 @@ Two choices the paper leaves open, made here as in ENAS (Pham et al. 2018), its 
 Asynchrony: the paper's 100 replicas sample children, wait for their rewards, and send gradients to the
 parameter server, which has meanwhile moved on. Here the rewards of ``batch_size`` proposals (in the
 order they are told, whatever order they were asked in) make one update, and their log-probabilities are
-recomputed under the *current* weights (no importance correction), like a replica's stale gradient.
+recomputed under the *current* weights (no importance correction), like a replica's stale gradient;
+``importance_clip`` weights each term by P_now / P_sampled instead.
+
+Options beyond the paper (all off by default; ``reinforce-tuned`` turns some on, docs/nb201_comparison.md
+measures each): per-decision heads or per-decision offsets on the per-kind heads, no repeated proposals,
+normalised advantages, a clipped multi-epoch (PPO) update, an entropy schedule over the budget.
 """
 
 from __future__ import annotations
