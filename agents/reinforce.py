@@ -23,12 +23,18 @@ Two choices the paper leaves open, made here as in ENAS (Pham et al. 2018), its 
 Asynchrony: the paper's 100 replicas sample children, wait for their rewards, and send gradients to the
 parameter server, which has meanwhile moved on. Here the rewards of ``batch_size`` proposals (in the
 order they are told, whatever order they were asked in) make one update, and their log-probabilities are
-recomputed under the *current* weights (no importance correction), like a replica's stale gradient.
+recomputed under the *current* weights (no importance correction), like a replica's stale gradient;
+``importance_clip`` weights each term by P_now / P_sampled instead.
+
+Options beyond the paper (all off by default; ``reinforce-tuned`` turns some on, docs/nb201_comparison.md
+measures each): per-decision heads or per-decision offsets on the per-kind heads, no repeated proposals,
+normalised advantages, a clipped multi-epoch (PPO) update, an entropy schedule over the budget.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Sequence, Union
@@ -39,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.base import Agent, Proposal, space_key
+from agents.no_repeat import ProposedSet
 from nas_env.spaces.base import SearchSpace
 
 ANCHOR = "anchor"  # the Decision.kind of binary skip decisions ``source -> layer``
@@ -58,12 +65,33 @@ class ReinforceConfig:
     grad_clip: float | None = None  # max global gradient norm; None = no clipping, as in the paper
     temperature: float | None = None  # logits / temperature before the softmax (ENAS: 5); None = off
     tanh_constant: float | None = None  # logits -> c * tanh(logits) (ENAS: 2.5); None = off
+    # options beyond the paper's defaults (all off by default: the default agent samples exactly as before)
+    per_decision_heads: bool = False  # one embedding + softmax head per decision (the paper's figure) vs per kind
+    decision_offsets: bool = False  # per-kind heads plus a per-decision head and embedding added to them, from 0
+    no_repeat: bool = False  # never propose an architecture already proposed (told or in flight)
+    resample_rounds: int = 10  # no_repeat: batched re-draws from the policy before the uniform-unseen fallback
+    advantage_norm: bool = False  # divide R - b by a running std of R - b (EMA with baseline_decay)
+    ppo_clip: float | None = None  # clipped surrogate (NASNet's PPO) with ratio to the sampling policy; None = off
+    ppo_epochs: int = 1  # gradient steps per update batch (with ppo_clip)
+    importance_clip: float | None = None  # weight min(c, P_now / P_sampled) on each reward; None = off
+    entropy_coef_end: float | None = None  # entropy_coef moves linearly to this over schedule_evaluations told
+    schedule_evaluations: int = 100  # length of the entropy schedule, in told architectures (the search budget)
 
     def __post_init__(self) -> None:
         if self.lstm_layers < 1 or self.hidden_size < 1 or self.batch_size < 1:
             raise ValueError(f"lstm_layers, hidden_size and batch_size must be >= 1: {self}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.ppo_epochs < 1 or self.resample_rounds < 0 or self.schedule_evaluations < 1:
+            raise ValueError(f"ppo_epochs and schedule_evaluations must be >= 1, resample_rounds >= 0: {self}")
+        for name in ("ppo_clip", "importance_clip"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)}")
+
+    @property
+    def tracks_sampling_log_prob(self) -> bool:
+        """Whether proposals keep the log-probability they were sampled with (PPO's ratio, the importance weight)."""
+        return self.ppo_clip is not None or self.importance_clip is not None
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -122,6 +150,14 @@ def build_plan(space: SearchSpace) -> tuple[Step, ...]:
     return tuple(plan)
 
 
+def softmax_slots(space: SearchSpace, per_decision: bool) -> dict[str, int]:
+    """The controller's embedding/head tables: one per kind (shared by its decisions), or one per non-anchor
+    decision, named by its position (``per_decision``), each with its number of choices."""
+    if not per_decision:
+        return softmax_kinds(space)
+    return {str(t): d.num_choices for t, d in enumerate(space.decisions) if d.kind != ANCHOR}
+
+
 def softmax_kinds(space: SearchSpace) -> dict[str, int]:
     """Every non-anchor decision kind of ``space`` with its number of choices, in order of appearance."""
     kinds: dict[str, int] = {}
@@ -135,12 +171,18 @@ def softmax_kinds(space: SearchSpace) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------- the controller
 class Controller(nn.Module):
-    """Two-layer LSTM with one embedding and one softmax head per decision kind, plus anchor attention."""
+    """Two-layer LSTM with one embedding and one softmax head per decision kind (or per decision, with
+    ``config.per_decision_heads``: ``kinds`` then names decision positions), plus anchor attention."""
 
-    def __init__(self, kinds: dict[str, int], config: ReinforceConfig, generator: torch.Generator) -> None:
+    def __init__(
+        self, kinds: dict[str, int], config: ReinforceConfig, generator: torch.Generator,
+        decisions: dict[str, int] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.kinds = dict(kinds)  # kind -> number of choices
+        self.kinds = dict(kinds)  # kind (or decision position) -> number of choices
+        self.decisions = dict(decisions or {})  # decision position -> number of choices (decision_offsets)
+        self._decision_index = {position: k for k, position in enumerate(self.decisions)}
         self._kind_index = {kind: k for k, kind in enumerate(self.kinds)}
         self._plans: dict[str, tuple[Step, ...]] = {}
         size = config.hidden_size
@@ -152,23 +194,30 @@ class Controller(nn.Module):
             self.w_prev = nn.Linear(size, size, bias=False)  # W_prev h_j: the earlier anchor
             self.w_curr = nn.Linear(size, size, bias=False)  # W_curr h_i: the current anchor
             self.v = nn.Linear(size, 1, bias=False)  # v^T tanh(...)
+            if self.decisions:  # after every shared parameter: those are drawn exactly as without offsets
+                self.offset_embeddings = nn.ModuleList(nn.Embedding(c, size) for c in self.decisions.values())
+                self.offset_heads = nn.ModuleList(nn.Linear(size, c) for c in self.decisions.values())
         self.to_empty(device="cpu")
         self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Paper: every weight uniform in [-init_range, init_range]."""
-        for parameter in self.parameters():
-            parameter.uniform_(-self.config.init_range, self.config.init_range, generator=generator)
+        for name, parameter in self.named_parameters():
+            if name.startswith("offset_"):  # per-decision offsets start at zero, drawing nothing: the initial
+                parameter.zero_()  # policy and the sampling RNG are exactly those of the shared heads
+            else:
+                parameter.uniform_(-self.config.init_range, self.config.init_range, generator=generator)
 
     def plan(self, space: SearchSpace) -> tuple[Step, ...]:
         """The (cached) plan of ``space``; raises ValueError if it has a kind this controller lacks."""
         key = space_key(space)
         if key not in self._plans:
-            for kind, num_choices in softmax_kinds(space).items():
+            for kind, num_choices in softmax_slots(space, self.config.per_decision_heads).items():
                 if self.kinds.get(kind) != num_choices:
+                    what = "decision" if self.config.per_decision_heads else "kind"
                     raise ValueError(
-                        f"space {space.describe()} has kind {kind!r} with {num_choices} choices; the controller "
+                        f"space {space.describe()} has {what} {kind!r} with {num_choices} choices; the controller "
                         f"was built for {self.kinds}"
                     )
             self._plans[key] = build_plan(space)
@@ -215,11 +264,17 @@ class Controller(nn.Module):
         for step in self.plan(space):
             h, state = self._lstm_step(x, state)  # h: the top layer's output, (n, hidden)
             if isinstance(step, Choice):
-                kind = self._kind_index[step.kind]
-                logits = self.heads[kind](h).unsqueeze(1)  # (n, 1, num_choices)
+                kind = self._kind_index[str(step.position) if self.config.per_decision_heads else step.kind]
+                logits = self.heads[kind](h)  # (n, num_choices)
+                offset = self._decision_index.get(str(step.position)) if self.decisions else None
+                if offset is not None:
+                    logits = logits + self.offset_heads[offset](h)
                 positions = slice(step.position, step.position + 1)
-                token = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits)
+                token = self._decide(logits.unsqueeze(1), tokens, positions, sample, generator, log_prob, entropy,
+                                     all_logits)
                 x = self.embeddings[kind](token[:, 0])  # autoregressive: the chosen token's embedding
+                if offset is not None:
+                    x = x + self.offset_embeddings[offset](token[:, 0])
                 continue
             anchor_h[step.layer], anchor_w[step.layer] = h, self.w_prev(h)
             if not step.sources:
@@ -278,21 +333,32 @@ class Controller(nn.Module):
 # ---------------------------------------------------------------------------------------------- the agent
 class ReinforceAgent(Agent):
     """The paper's search: sample a batch of architectures, and after every ``batch_size`` rewards take one
-    Adam step on ``-mean((R - b) log P(tokens)) - entropy_coef * entropy``."""
+    Adam step on ``-mean((R - b) log P(tokens)) - entropy_coef * entropy``. The options of
+    :class:`ReinforceConfig` (all off by default) change how it samples and how it updates, never the policy
+    class: no repeated proposals, per-decision heads, normalised advantages, a clipped multi-epoch (PPO)
+    update, an importance weight for stale rewards, an entropy schedule."""
 
     name: ClassVar[str] = "reinforce"
+    #: settings the agent is built with unless given (``reinforce-tuned`` overrides them)
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, space: SearchSpace, seed: int = 0, **hyperparameters: Any) -> None:
         super().__init__(space, seed)
-        self.config = ReinforceConfig(**hyperparameters)
+        self.config = ReinforceConfig(**{**self.defaults, **hyperparameters})
         self._config_dict = asdict(self.config)  # written with every checkpoint: computed once
         self.generator = torch.Generator().manual_seed(self.seed)  # the agent's only source of randomness
-        self.controller = Controller(softmax_kinds(space), self.config, self.generator)
+        offsets = softmax_slots(space, per_decision=True) if self.config.decision_offsets else None
+        self.controller = Controller(softmax_slots(space, self.config.per_decision_heads), self.config, self.generator,
+                                     offsets)
         self.controller.plan(space)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.lr)
         self.baseline: float | None = None  # EMA of rewards; the first reward initialises it
+        self.advantage_var: float | None = None  # EMA of (R - b)^2 (advantage_norm)
         self.pending: list[tuple[Proposal, float]] = []  # told, not yet used in an update
         self.num_updates = 0
+        self.proposed = ProposedSet()  # every architecture asked for (no_repeat)
+        self.sampling_log_prob: dict[int, float] = {}  # proposal id -> log P when sampled (PPO / importance)
+        self.fallbacks = 0  # no_repeat: proposals drawn uniformly among unseen ones after the re-draws failed
 
     def set_space(self, space: SearchSpace) -> None:
         self.controller.plan(space)  # fails early on a kind the controller has no head for
@@ -300,11 +366,52 @@ class ReinforceAgent(Agent):
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self, n: int = 1) -> list[Proposal]:
-        """``n`` proposals sampled in one batched pass of the controller."""
+        """``n`` proposals sampled in one batched pass of the controller; with ``no_repeat`` only architectures
+        never proposed before (fewer, or none, once the space is exhausted)."""
         n = self._check_n(n)
         with torch.no_grad():
-            tokens, _, _ = self.controller.sample(n, self.space, self.generator)
-        return [self._new_proposal(row, self.space) for row in tokens.tolist()]
+            if self.config.no_repeat:
+                rows = self._sample_new(n)
+            else:
+                rows = self.controller.sample(n, self.space, self.generator)[0].tolist()
+            proposals = [self._new_proposal(row, self.space) for row in rows]
+            if self.config.tracks_sampling_log_prob and proposals:
+                log_prob, _ = self._log_prob(proposals)
+                self.sampling_log_prob.update({p.id: float(lp) for p, lp in zip(proposals, log_prob)})
+        return proposals
+
+    def _sample_new(self, n: int) -> list[list[int]]:
+        """Up to ``n`` token rows whose architectures were never proposed. The rule: draw from the policy in
+        batched rounds (``max(4 n, 32)`` candidates each), keeping each new architecture once, which samples the
+        policy conditioned on "not proposed yet"; after ``resample_rounds`` rounds the rows still missing come
+        from the policy decision by decision with every exhausted subtree masked out (the policy has concentrated
+        on what it already proposed: this proposes its most likely unseen neighbours); once no architecture is
+        left the space is exhausted and fewer rows (maybe none) come back."""
+        rows: list[list[int]] = []
+        for _ in range(self.config.resample_rounds):
+            if len(rows) == n:
+                break
+            candidates = self.controller.sample(max(4 * (n - len(rows)), 32), self.space, self.generator)[0]
+            for row in candidates.tolist():
+                if len(rows) < n and not self.proposed.seen(self.space, tuple(row)):
+                    self.proposed.add(self.space, tuple(row))
+                    rows.append(row)
+        while len(rows) < n:
+            tokens = self.proposed.fresh_tokens(self.space, self._masked_choice)
+            if tokens is None:
+                break  # every architecture of the space was proposed
+            self.proposed.add(self.space, tokens)
+            rows.append(list(tokens))
+            self.fallbacks += 1
+        return rows
+
+    def _masked_choice(self, prefix: list[int], free: list[int]) -> int:
+        """The controller's choice after ``prefix`` with the exhausted choices (``free`` 0) masked out."""
+        tokens = torch.zeros(1, self.space.num_steps, dtype=torch.long)
+        tokens[0, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+        logits = self.controller.step_logits(tokens, self.space)[0, len(prefix), : len(free)]
+        logits = logits.masked_fill(torch.tensor(free) <= 0, -math.inf)
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator))
 
     def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:
         """Queue the reward; every ``batch_size`` rewards make one update (returns its logged scalars)."""
@@ -314,23 +421,66 @@ class ReinforceAgent(Agent):
         batch, self.pending = self.pending[: self.config.batch_size], self.pending[self.config.batch_size :]
         return self._update(batch)
 
+    def entropy_coef(self) -> float:
+        """The entropy bonus now: ``entropy_coef``, moved linearly towards ``entropy_coef_end`` over the first
+        ``schedule_evaluations`` told architectures (constant without an end value)."""
+        end = self.config.entropy_coef_end
+        if end is None:
+            return self.config.entropy_coef
+        told = self._next_id - len(self._outstanding)
+        fraction = min(1.0, told / self.config.schedule_evaluations)
+        return self.config.entropy_coef + (end - self.config.entropy_coef) * fraction
+
+    def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """R - b, divided by the running std of R - b when ``advantage_norm`` (its EMA uses ``baseline_decay``)."""
+        assert self.baseline is not None
+        advantages = rewards - self.baseline
+        if not self.config.advantage_norm:
+            return advantages
+        square = float((advantages**2).mean())
+        if not self.advantage_var:
+            self.advantage_var = square  # the first non-zero spread starts the running variance
+        else:
+            decay = self.config.baseline_decay
+            self.advantage_var = decay * self.advantage_var + (1 - decay) * square
+        return advantages / (math.sqrt(self.advantage_var) + 1e-8)
+
     def _update(self, batch: list[tuple[Proposal, float]]) -> dict[str, float]:
-        """One REINFORCE step with the EMA baseline (paper, section 3.2)."""
+        """One REINFORCE step with the EMA baseline (paper, section 3.2); with ``ppo_clip``, ``ppo_epochs``
+        steps on the clipped surrogate; with ``importance_clip``, each term weighted by P_now / P_sampled."""
+        config = self.config
         rewards = torch.tensor([reward for _, reward in batch])
         if self.baseline is None:
             self.baseline = float(rewards[0])  # the first reward initialises the baseline
-        advantages = rewards - self.baseline
-        log_prob, entropy = self._log_prob([proposal for proposal, _ in batch])  # under the current weights
-        loss = -(advantages * log_prob).mean() - self.config.entropy_coef * entropy.mean()
-        self.optimizer.zero_grad()
-        loss.backward()
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm)
-        self.optimizer.step()
+        advantages = self._advantages(rewards)
+        proposals = [proposal for proposal, _ in batch]
+        sampled = None
+        if config.tracks_sampling_log_prob:
+            sampled = torch.tensor([self.sampling_log_prob.pop(p.id) for p in proposals])
+        entropy_coef = self.entropy_coef()
+        max_norm = config.grad_clip if config.grad_clip is not None else math.inf
+        weight = torch.ones(len(batch))
+        for _ in range(config.ppo_epochs if config.ppo_clip is not None else 1):
+            log_prob, entropy = self._log_prob(proposals)  # under the current weights
+            if config.ppo_clip is not None:
+                assert sampled is not None
+                ratio = torch.exp(log_prob - sampled)
+                clipped = torch.clamp(ratio, 1 - config.ppo_clip, 1 + config.ppo_clip)
+                policy_loss = -torch.minimum(ratio * advantages, clipped * advantages).mean()
+            else:
+                if config.importance_clip is not None:
+                    assert sampled is not None
+                    weight = torch.exp(log_prob.detach() - sampled).clamp(max=config.importance_clip)
+                policy_loss = -(weight * advantages * log_prob).mean()
+            loss = policy_loss - entropy_coef * entropy.mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm)
+            self.optimizer.step()
         for reward in rewards.tolist():  # b <- decay * b + (1 - decay) * R, after the advantages
-            self.baseline = self.config.baseline_decay * self.baseline + (1 - self.config.baseline_decay) * reward
+            self.baseline = config.baseline_decay * self.baseline + (1 - config.baseline_decay) * reward
         self.num_updates += 1
-        return {
+        scalars = {
             "reinforce/loss": float(loss.detach()),
             "reinforce/baseline": self.baseline,
             "reinforce/entropy": float(entropy.detach().mean()),
@@ -340,6 +490,13 @@ class ReinforceAgent(Agent):
             "reinforce/grad_norm": float(grad_norm),
             "reinforce/updates": float(self.num_updates),
         }
+        if config.entropy_coef_end is not None:
+            scalars["reinforce/entropy_coef"] = entropy_coef
+        if config.importance_clip is not None and config.ppo_clip is None:
+            scalars["reinforce/importance_weight"] = float(weight.mean())
+        if config.no_repeat:
+            scalars["reinforce/fallbacks"] = float(self.fallbacks)
+        return scalars
 
     def _log_prob(self, proposals: Sequence[Proposal]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probabilities and entropies, one pass per space (the curriculum may mix depths)."""
@@ -416,22 +573,29 @@ class ReinforceAgent(Agent):
             "pending": pending,
             "num_updates": self.num_updates,
             "generator": self.generator.get_state().numpy().tobytes(),  # bytes: cheap to pickle every event
+            "advantage_var": self.advantage_var,
+            "sampling_log_prob": {str(k): v for k, v in self.sampling_log_prob.items()},
+            "fallbacks": self.fallbacks,
         }
         if include_weights:
             state.update(controller=self.controller.state_dict(), optimizer=self.optimizer.state_dict())
+            state.update(proposed=self.proposed.state())
         return state
 
     def checkpoint_parts(self) -> dict[str, tuple[int | None, Any]]:
-        """The weights and optimizer change only on an update (every m rewards): saved then; the rest (pending
-        rewards, baseline, RNG, ids) with every event."""
-        return {
+        """The weights and optimizer change only on an update (every m rewards): saved then; the set of proposed
+        architectures (no_repeat) only on an ask; the rest (pending rewards, baseline, RNG, ids) with every event."""
+        parts: dict[str, tuple[int | None, Any]] = {
             "weights": (self.num_updates, lambda: {"controller": self.controller.state_dict(),
                                                    "optimizer": self.optimizer.state_dict()}),  # fmt: skip
             "rest": (None, lambda: self._state(include_weights=False)),
         }
+        if self.config.no_repeat:
+            parts["proposed"] = (self.proposed.version, lambda: {"proposed": self.proposed.state()})
+        return parts
 
     def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
-        self.load_state_dict({**parts["rest"], **parts["weights"]})
+        self.load_state_dict({**parts["rest"], **parts["weights"], **parts.get("proposed", {})})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("config") != asdict(self.config) or state.get("kinds") != self.controller.kinds:
@@ -445,7 +609,23 @@ class ReinforceAgent(Agent):
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         self.pending = [(self._proposal_from_dict(d), float(d["reward"])) for d in state["pending"]]
         self.num_updates = int(state["num_updates"])
+        self.advantage_var = state.get("advantage_var")  # absent from checkpoints older than the options
+        self.sampling_log_prob = {int(k): float(v) for k, v in state.get("sampling_log_prob", {}).items()}
+        self.fallbacks = int(state.get("fallbacks", 0))
+        self.proposed.load(state.get("proposed", {}), lambda key: self._resolve_space(json.loads(key)))
         generator = state["generator"]
         if isinstance(generator, (bytes, bytearray)):
             generator = torch.frombuffer(bytearray(generator), dtype=torch.uint8)
         self.generator.set_state(generator)
+
+
+class TunedReinforceAgent(ReinforceAgent):
+    """The same controller and update with the settings recommended for searches of about 100 evaluations,
+    chosen on NAS-Bench-201 tuning seeds (1000+) by validation reward only (docs/nb201_comparison.md). Any
+    hyperparameter given still overrides these."""
+
+    name: ClassVar[str] = "reinforce-tuned"
+    defaults: ClassVar[dict[str, Any]] = {
+        "lr": 0.02, "batch_size": 1, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
+        "no_repeat": True, "decision_offsets": True,
+    }

@@ -16,11 +16,12 @@ from typing import Any
 
 
 from agents.base import Agent, Proposal
-from agents.core import SearchCore, SearchSummary, make_env_parts
+from agents.core import FACE_STATE, SearchCore, SearchSummary, make_env_parts
 from agents.curriculum import DepthCurriculum
 from agents.registry import make_agent
-from agents.run_dir import SearchConfig
+from agents.run_dir import RunDir, SearchConfig
 from nas_env.results import EvalResult
+from nas_env.store import ResultStore
 from nas_env.spaces import SearchSpace
 
 def _serialise(value: Any) -> bytes:
@@ -167,3 +168,31 @@ class Search:
         parts = {name.removeprefix("agent."): pickle.loads(blob) for name, blob in blobs.items()
                  if name.startswith("agent.")}  # fmt: skip
         self.agent.load_checkpoint_parts(parts)
+
+
+def load_run_agents(run_dir: str | Path) -> tuple[Agent, Agent] | None:
+    """The ask/tell agent of a run twice: as it started (built from ``config.json`` and the seed, so its
+    weights are the run's initial ones) and as the last committed checkpoint left it; ``None`` for an agent
+    that is not ask/tell (SB3) or a run with no checkpoint yet. Reads the store only; takes no lock."""
+    from agents.registry import ASK_TELL_AGENTS
+    from nas_env.spaces import space_from_config
+
+    run = RunDir(Path(run_dir))
+    config = run.read_config()
+    if config.agent not in ASK_TELL_AGENTS:
+        return None
+    store = ResultStore(run.store_path)
+    try:
+        blobs = store.load_states(prefix=f"{FACE_STATE}/")
+    finally:
+        store.close()
+    parts = {name.removeprefix("agent."): pickle.loads(blob) for name, blob in blobs.items()
+             if name.startswith("agent.")}  # fmt: skip
+    if not parts:
+        return None
+    state = parts.get("rest", parts.get("state", {}))
+    space = space_from_config(dict(state["space"]))
+    start = make_agent(config.agent, space, seed=config.seed, **config.agent_kwargs)
+    end = make_agent(config.agent, space, seed=config.seed, **config.agent_kwargs)
+    end.load_checkpoint_parts(parts)
+    return start, end

@@ -5,6 +5,11 @@ Sampling is one batched pass over the token steps; the baseline in the same proc
 number of architectures one at a time. Run from the repository root:
 
     python benchmarks/bench_controller.py            # defaults: 12 layers, batches 8 and 100, 1 thread
+
+A second table gives the milliseconds per architecture of ask + tell (sampling and every update) for the
+named agents (``reinforce``: the paper's settings, an update every 8; ``reinforce-tuned``: its options and an
+update after every architecture), on NAS-Bench-201 and the paper's CNN space, against random search's
+ask + tell in the same process.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from typing import Callable
 
 import torch
 
+from agents.registry import make_agent
 from agents.reinforce import ReinforceAgent
 from nas_env.spaces import CNNSpace
+from nas_env.spaces.base import SearchSpace
+from nas_env.spaces.nb201 import NB201Space
 
 
 def rate(work: Callable[[], None], items: int, min_time: float) -> float:
@@ -57,6 +65,20 @@ def bench_space(space: CNNSpace, batch: int, min_time: float) -> dict[str, float
     }
 
 
+def ms_per_architecture(agent_name: str, space: SearchSpace, ask: int, min_time: float) -> float:
+    """Milliseconds per architecture of ``ask(ask)`` + a tell of each (a fixed reward that varies with the tokens),
+    in a steady state: the agent first runs 200 architectures so that its policy is no longer uniform."""
+    agent = make_agent(agent_name, space, seed=0)
+
+    def step() -> None:
+        for proposal in agent.ask(ask):
+            agent.tell(proposal, float(sum(proposal.tokens)) / (len(proposal.tokens) * space.max_choices))
+
+    for _ in range(200 // ask):
+        step()
+    return 1000.0 / rate(step, ask, min_time)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12, help="CNN depth (paper: 6 .. 20 under the curriculum)")
@@ -80,6 +102,14 @@ def main() -> None:
                 f"| {r['batched'] / r['one_by_one']:.1f}x | {r['update']:,.0f} |",
                 flush=True,
             )
+    print("\nask + tell, milliseconds per architecture (one core), steady state after 200 architectures")
+    spaces = {"nb201": NB201Space(), f"cnn{args.layers}": CNNSpace(num_layers=args.layers)}
+    print("| space | agent | ask 1 | ask 8 |")
+    print("|---|---|---|---|")
+    for label, space in spaces.items():
+        for agent_name in ("random", "reinforce", "reinforce-tuned"):
+            ms = [ms_per_architecture(agent_name, space, ask, args.min_time) for ask in (1, 8)]
+            print(f"| {label} | {agent_name} | {ms[0]:.2f} | {ms[1]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -95,14 +95,68 @@ GRIDS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+_BASE = dict(REINFORCE_KWARGS)  # the settings tuned before the options existed
+#: the controller's options (agents/reinforce.py), each added to the tuned settings above, then combined
+GRIDS["options"] = {
+    "base": dict(_BASE),
+    "heads": {**_BASE, "per_decision_heads": True},
+    "norepeat": {**_BASE, "no_repeat": True},
+    "heads-norepeat": {**_BASE, "per_decision_heads": True, "no_repeat": True},
+    "hn-advnorm-lr0.005": {**_BASE, "per_decision_heads": True, "no_repeat": True, "advantage_norm": True, "lr": 0.005},
+    "hn-advnorm-lr0.01": {**_BASE, "per_decision_heads": True, "no_repeat": True, "advantage_norm": True, "lr": 0.01},
+    "hn-ppo4-m4": {**_BASE, "per_decision_heads": True, "no_repeat": True, "ppo_clip": 0.2, "ppo_epochs": 4,
+                   "batch_size": 4, "advantage_norm": True, "lr": 0.005},
+    "hn-importance2": {**_BASE, "per_decision_heads": True, "no_repeat": True, "importance_clip": 2.0},
+    "hn-entsched": {**_BASE, "per_decision_heads": True, "no_repeat": True, "entropy_coef": 0.02,
+                    "entropy_coef_end": 0.0, "schedule_evaluations": 100},
+}
+
+_NR = {**_BASE, "no_repeat": True}
+#: around the leaders of "options" (shared heads, no repeats): exploit towards the end of the budget, normalised
+#: advantages, PPO, steps
+GRIDS["options2"] = {
+    "nr-entsched": {**_NR, "entropy_coef": 0.02, "entropy_coef_end": 0.0, "schedule_evaluations": 100},
+    "nr-entsched0.05": {**_NR, "entropy_coef": 0.05, "entropy_coef_end": 0.0, "schedule_evaluations": 100},
+    "nr-advnorm-lr0.01": {**_NR, "advantage_norm": True, "lr": 0.01},
+    "nr-advnorm-lr0.005": {**_NR, "advantage_norm": True, "lr": 0.005},
+    "nr-ppo2-m2": {**_NR, "ppo_clip": 0.2, "ppo_epochs": 2, "batch_size": 2, "advantage_norm": True, "lr": 0.01},
+    "nr-lr0.03-ent0.02": {**_NR, "lr": 0.03, "entropy_coef": 0.02},
+    "nr-bd0.8": {**_NR, "baseline_decay": 0.8},
+    "nr-tanh1.5": {**_NR, "tanh_constant": 1.5},
+}
+
+#: the leaders of "options2" on 50 fresh tuning seeds (1020..1069; REA, random search and the settings tuned before
+#: the options ran on these seeds in the "confirm" grid: the runs are deterministic, so they are not repeated)
+GRIDS["confirm2"] = {
+    "nr-tanh1.5": {**_NR, "tanh_constant": 1.5},
+    "nr-bd0.8": {**_NR, "baseline_decay": 0.8},
+    "nr-lr0.03-ent0.02": {**_NR, "lr": 0.03, "entropy_coef": 0.02},
+    "nr-tanh1.5-bd0.8": {**_NR, "tanh_constant": 1.5, "baseline_decay": 0.8},
+}
+
+#: per-decision offsets on the shared heads (decision_offsets): the shared heads' prior plus what each edge learns
+GRIDS["offsets"] = {
+    "nr-offsets": {**_NR, "decision_offsets": True},
+    "nr-tanh1.5-offsets": {**_NR, "tanh_constant": 1.5, "decision_offsets": True},
+    "nr-bd0.8-offsets": {**_NR, "baseline_decay": 0.8, "decision_offsets": True},
+}
+
+#: the leaders of "offsets" on the 50 fresh tuning seeds 1020..1069
+GRIDS["confirm3"] = {
+    "nr-tanh1.5-offsets": {**_NR, "tanh_constant": 1.5, "decision_offsets": True},
+    "nr-bd0.8-offsets": {**_NR, "baseline_decay": 0.8, "decision_offsets": True},
+}
+
 #: agent_kwargs of `run` by label (first) or agent name; "reinforce-paper" keeps Zoph & Le's defaults
-PRESETS: dict[str, dict[str, Any]] = {"reinforce": REINFORCE_KWARGS, "evolution": REA_KWARGS, "reinforce-paper": {}}
+PRESETS: dict[str, dict[str, Any]] = {"reinforce": REINFORCE_KWARGS, "evolution": REA_KWARGS, "reinforce-paper": {},
+                                     "reinforce-tuned": {}}
 
 
-def protocol_spec(agents: list[AgentSpec], seeds: list[int]) -> CompareSpec:
-    """The NB201 protocol for these competitors and seeds."""
+def protocol_spec(agents: list[AgentSpec], seeds: list[int], dataset: str = "cifar10-valid") -> CompareSpec:
+    """The NB201 protocol for these competitors and seeds; ``dataset``: whose 12-epoch validation is the reward
+    (the simulated cost is the table's cifar10-valid training time for every dataset)."""
     return CompareSpec(
-        env_id=ENV_ID, agents=agents, seeds=seeds, budget=BUDGET, env_kwargs=dict(ENV_KWARGS),
+        env_id=ENV_ID, agents=agents, seeds=seeds, budget=BUDGET, env_kwargs={**ENV_KWARGS, "dataset": dataset},
         max_simulated_time_s=SIMULATED_TIME_S,
     )
 
@@ -120,17 +174,18 @@ def cli_command(spec: CompareSpec, out: Path, workers: int | None) -> str:
     return " \\\n    ".join(parts)
 
 
-def published_table(report: Any) -> str:
+def published_table(report: Any, dataset: str = "cifar10-valid") -> str:
     """Our mean +- std (and 95% CI) beside the NB201 paper's, per agent."""
     lines = ["| agent | ours: test acc (%) mean ± std | ours: 95% CI | runs | NB201 paper: mean ± std |",
              "|---|---|---|---|---|"]
     for a in report.agents:
-        paper = PUBLISHED.get(a["label"])  # by label: "reinforce-paper" is not NB201's REINFORCE
+        paper = PUBLISHED.get(a["label"]) if dataset == "cifar10-valid" else None  # CIFAR-10 only; by label: "reinforce-paper" is not NB201's REINFORCE
         paper_text = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
         lines.append(f"| {a['label']} | {a['test_mean']:.2f} ± {a['test_std']:.2f} | "
                      f"[{a['test_ci_low']:.2f}, {a['test_ci_high']:.2f}] | {a['runs']} | {paper_text} |")
     optimum = report.optimum.test_pct if report.optimum else float("nan")
-    lines.append(f"| optimum | {optimum:.2f} | | | {PUBLISHED_OPTIMUM:.2f} |")
+    published_optimum = f"{PUBLISHED_OPTIMUM:.2f}" if dataset == "cifar10-valid" else "-"
+    lines.append(f"| optimum | {optimum:.2f} | | | {published_optimum} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +215,53 @@ def cost_per_evaluation(traces: dict[str, list[RunTrace]], path: Path, smooth: i
     return plots.save(figure, path)
 
 
+def reinforcement(traces: dict[str, list[RunTrace]], path: Path, samples: int = 500) -> str:
+    """How much reinforcement occurs, per REINFORCE label: the figure of the mean entropy of a sampled cell over
+    the told evaluations (95% band) against random search's flat line, and a table of how far each run's
+    controller moved (mean total variation between its start and end marginals; evaluation/policy.py)."""
+    from evaluation.policy import policy_view
+    from evaluation.report_html import read_scalars
+
+    figure = plots.new_figure(1, width=6.5)
+    ax = figure.subplots()
+    lines = ["| agent | policy moved (mean TV, 0..1) | marginal entropy at the end (nats) | sampled-cell entropy after 10 / 50 / 90 evaluations |",
+             "|---|---|---|---|"]
+    uniform = None
+    for label, runs in traces.items():
+        series = [read_scalars(t.run_dir / "scalars.csv").get("reinforce/entropy") for t in runs]
+        if not any(x is not None and len(x[0]) for x in series):
+            continue
+        length = max(int(x[0].max()) for x in series if x is not None and len(x[0]))
+        matrix = np.full((len(runs), length), np.nan)
+        for r, x in enumerate(series):  # logged at updates only (every m rewards): held until the next update
+            if x is not None and len(x[0]):
+                steps_r = x[0].astype(int)
+                index = np.searchsorted(steps_r, np.arange(1, length + 1), side="right") - 1
+                matrix[r] = np.where(index >= 0, x[1][np.maximum(index, 0)], np.nan)
+                matrix[r, runs[r].num_evaluations:] = np.nan  # the run stopped
+        mean, low, high, n = band(matrix)
+        last = int(np.flatnonzero(n >= len(runs) // 2).max()) + 1
+        steps = np.arange(1, last + 1)
+        line, = ax.plot(steps, mean[:last], label=label)
+        ax.fill_between(steps, low[:last], high[:last], color=line.get_color(), alpha=0.2, lw=0)
+        views = [policy_view(t.run_dir, samples) for t in runs]
+        moved = np.mean([v.moved for v in views if v is not None])
+        end_entropy = np.mean([v.entropy("end") for v in views if v is not None])
+        uniform = next(v.uniform_entropy for v in views if v is not None)
+        at = [f"{np.nanmean(matrix[:, k - 1]):.2f}" if k <= length else "-" for k in (10, 50, 90)]
+        lines.append(f"| {label} | {moved:.3f} | {end_entropy:.2f} | {' / '.join(at)} |")
+    if uniform is not None:
+        ax.axhline(uniform, color="grey", ls="--", label="random search (uniform)")
+        lines.append(f"| random | 0 | {uniform:.2f} | {uniform:.2f} / {uniform:.2f} / {uniform:.2f} |")
+    ax.set_xlabel("architectures evaluated")
+    ax.set_ylabel("entropy of a sampled cell (nats)")
+    ax.set_title("how much reinforcement occurs (mean over runs, 95% CI)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    plots.save(figure, path)
+    return "\n".join(lines) + "\n"
+
+
 def analysis(report: Any, traces: dict[str, list[RunTrace]]) -> str:
     """Why the learning agents differ: evaluations, repeats and cost per cell, REINFORCE vs REA head to head."""
     runs = {label: [r for r in report.runs if r["label"] == label] for label in traces}
@@ -172,12 +274,15 @@ def analysis(report: Any, traces: dict[str, list[RunTrace]]) -> str:
         at = [np.mean([t.best_so_far()[min(k, t.num_evaluations) - 1] for t in ts]) for k in (50, 90)]
         lines.append(f"| {label} | {evals:.1f} | {distinct:.1f} | {100 * (1 - distinct / evals):.1f}% | {cost:.1f} | "
                      f"{at[0]:.4f} / {at[1]:.4f} |")
-    if "reinforce" in runs and "evolution" in runs:
+    mine = next((label for label in ("reinforce-tuned", "reinforce") if label in runs), None)
+    for other in ("evolution", "random"):
+        if mine is None or other not in runs:
+            continue
         lines.append("")
         for key, unit, d in (("test_acc", "test accuracy (%)", 2), ("best_reward", "best validation reward", 4)):
-            w = welch_difference([r[key] for r in runs["reinforce"]], [r[key] for r in runs["evolution"]])
-            lines.append(f"REINFORCE - REA, {unit}: {w.diff:+.{d}f}, 95% CI [{w.ci_low:+.{d}f}, {w.ci_high:+.{d}f}], "
-                         f"p = {w.p_value:.2f} (Welch)")
+            w = welch_difference([r[key] for r in runs[mine]], [r[key] for r in runs[other]])
+            lines.append(f"{mine} - {other}, {unit}: {w.diff:+.{d}f}, 95% CI [{w.ci_low:+.{d}f}, {w.ci_high:+.{d}f}], "
+                         f"p = {w.p_value:.2g} (Welch)")
     return "\n".join(lines) + "\n"
 
 
@@ -187,15 +292,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         label, _, name = item.strip().rpartition(":")
         label = label or name
         agents.append(AgentSpec(label, name, dict(PRESETS.get(label, PRESETS.get(name, {})))))
-    spec = protocol_spec(agents, args.seeds)
+    spec = protocol_spec(agents, args.seeds, args.dataset)
     print(cli_command(spec, args.out, args.workers), flush=True)
     start = time.perf_counter()
     report = run_compare(args.out, spec, args.workers, log=None if args.quiet else print)
     wall = time.perf_counter() - start
-    table = published_table(report)
+    table = published_table(report, args.dataset)
     traces = load_compare_traces(args.out, spec)
     notes = analysis(report, traces)
     cost_per_evaluation(traces, args.out / "cost_per_evaluation.png")
+    notes += "\n" + reinforcement(traces, args.out / "reinforcement.png")
     (args.out / "published.md").write_text(table + "\n" + notes)
     print((args.out / "summary.md").read_text())
     print(table)
@@ -203,8 +309,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"wall time {wall:.1f} s")
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
-        for name in ("curves_evaluations.png", "curves_simulated_time.png", "final_test.png", "cost_per_evaluation.png"):
-            shutil.copyfile(args.out / name, args.figures / f"nb201_{name}")
+        for name in ("curves_evaluations.png", "curves_simulated_time.png", "final_test.png", "cost_per_evaluation.png",
+                     "reinforcement.png"):
+            shutil.copyfile(args.out / name, args.figures / f"{args.figure_prefix}{name}")
         print(f"figures copied to {args.figures}")
     return 0
 
@@ -214,7 +321,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     agents = [AgentSpec(f"rl-{name}", "reinforce", kwargs) for name, kwargs in grid.items()]
     if args.with_baselines:
         agents += [AgentSpec("random", "random", {}), AgentSpec("rea", "evolution", dict(REA_KWARGS))]
-    spec = protocol_spec(agents, args.seeds)
+    spec = protocol_spec(agents, args.seeds, args.dataset)
     start = time.perf_counter()
     report = run_compare(args.out, spec, args.workers, log=None if args.quiet else print)
     ranked = sorted(report.agents, key=lambda a: -a["best_reward_mean"])
@@ -232,17 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="the comparison on seeds 0..N-1 with the published numbers beside it")
-    run.add_argument("--agents", default="reinforce,random,evolution,ppo,a2c,recurrent-ppo,reinforce-paper:reinforce",
+    run.add_argument("--agents", default="reinforce-tuned,evolution,random,reinforce-paper:reinforce",
                      help="AGENT or LABEL:AGENT items; settings from PRESETS (default: %(default)s)")
     run.add_argument("--seeds", type=parse_seeds, default=list(range(100)))
+    run.add_argument("--dataset", default="cifar10-valid", help="cifar10-valid, cifar100 or ImageNet16-120")
     run.add_argument("--out", type=Path, required=True)
-    run.add_argument("--figures", type=Path, default=None, help="copy the PNGs here (as nb201_*.png)")
+    run.add_argument("--figures", type=Path, default=None, help="copy the PNGs here (as PREFIX*.png)")
+    run.add_argument("--figure-prefix", default="nb201_", help="file name prefix of the copied PNGs (%(default)s)")
     run.add_argument("--workers", type=int, default=None)
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=cmd_run)
     tune = sub.add_parser("tune", help="REINFORCE settings ranked by validation reward on tuning seeds")
     tune.add_argument("--grid", choices=sorted(GRIDS), default="lr-batch")
     tune.add_argument("--seeds", type=parse_seeds, default=list(range(1000, 1020)))
+    tune.add_argument("--dataset", default="cifar10-valid", help="cifar10-valid, cifar100 or ImageNet16-120")
     tune.add_argument("--out", type=Path, required=True)
     tune.add_argument("--with-baselines", action="store_true", help="also run random search and REA on these seeds")
     tune.add_argument("--workers", type=int, default=None)

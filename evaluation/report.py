@@ -452,6 +452,10 @@ def write_run_report(run_dir: str | Path, k: int = 10, live: bool = False, refre
     ]
     figures = {f.name: f for f in files if f.suffix == ".png"}
     figures.update(run_figures(trace, out, title))
+    if not live:  # the live page refreshes often; the policy view samples the controller twice
+        policy = _policy_files(trace, out, title, summary)
+        figures.update({f.name: f for f in policy if f.suffix == ".png"})
+        files += [f for f in policy if f.suffix != ".png"]
     first = {}
     for step in trace.steps:
         first.setdefault(step.arch_key, step)
@@ -460,6 +464,21 @@ def write_run_report(run_dir: str | Path, k: int = 10, live: bool = False, refre
     files += [f for name, f in figures.items() if name not in ("best_so_far.png", "rewards.png")]
     files.append(_write_text(out / "index.html", html))
     return files
+
+
+def _policy_files(trace: RunTrace, out: Path, title: str, summary: dict[str, Any]) -> list[Path]:
+    """What the controller learned (REINFORCE runs): policy.png, policy.md; adds its summary to ``summary``."""
+    from evaluation.policy import plot_policy, policy_markdown, policy_view
+    from evaluation.report_html import read_scalars
+
+    view = policy_view(trace.run_dir)
+    if view is None:
+        return []
+    summary["policy"] = view.summary()
+    _write_json(out / "summary.json", summary)
+    scalars = {name: values[:2] for name, values in read_scalars(trace.run_dir / "scalars.csv").items()}
+    return [plot_policy(view, scalars, out / "policy.png", title),
+            _write_text(out / "policy.md", policy_markdown(view, title))]
 
 
 def top_k(trace: RunTrace, k: int) -> list[dict[str, Any]]:

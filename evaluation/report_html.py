@@ -134,10 +134,18 @@ def run_page(trace: RunTrace, top: list[dict[str, Any]], files: dict[str, Path],
         body.append(figure_html(files["agent_scalars.png"], "the agent's scalars",
                                 "What the agent logs in scalars.csv, against the told evaluations"
                                 + (" (REINFORCE: its moving-average baseline, the entropy of its policy, loss ...)."
-                                   if cfg.agent == "reinforce" else ".")))
+                                   if cfg.agent.startswith("reinforce") else ".")))
     else:
         body.append(f"<p>{esc(cfg.agent)} logs no scalars of its own (yet).</p>")
     body.append("</section>")
+    if "policy.png" in files:
+        moved = summary.get("policy", {})
+        body.append('<section id="policy"><h2>What the controller learned</h2>' + figure_html(
+            files["policy.png"], "the controller's choice probabilities at the start and at the end",
+            "P(choice) at each decision when the run started and when it ended (the controller's marginals over "
+            "2,000 architectures it draws), and its entropy and baseline over time; the dashed lines are random "
+            f"search's. The policy moved {moved.get('policy_moved_tv', float('nan')):.2f} in mean total variation "
+            "(0: not at all, 1: every decision switched).") + "</section>")
     body.append('<section id="pareto"><h2>Accuracy against parameters</h2>')
     if "pareto.png" in files:
         body.append(figure_html(files["pareto.png"], "score against parameters with the Pareto front",

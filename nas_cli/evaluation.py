@@ -178,6 +178,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"  {path}")
         print()
         print((args.run_dir / "report" / "top_k.md").read_text())
+        policy = args.run_dir / "report" / "policy.md"
+        if policy.is_file():  # a REINFORCE run: what its controller learned
+            print(policy.read_text())
     if args.serve:
         return _serve(args)
     return 0

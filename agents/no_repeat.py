@@ -1,0 +1,97 @@
+"""What an agent has already proposed, so that it never spends an evaluation on an architecture twice.
+
+An architecture counts as proposed once it was asked for (told or still in flight), by its canonical key
+``space.key(arch)``. :meth:`ProposedSet.fresh_tokens` builds a token sequence not proposed yet decision by
+decision, never entering a subtree whose sequences were all used (a prefix count over the tokens seen, no
+enumeration): the rule an agent falls back on when its own sampler keeps returning known architectures.
+``None`` means the space is exhausted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from agents.base import space_key
+from nas_env.spaces.base import SearchSpace
+
+
+class ProposedSet:
+    """Keys and token sequences proposed so far, per space (a depth curriculum changes the space)."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
+        self._spelled: dict[str, set[tuple[int, ...]]] = {}  # the same, as a set
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def version(self) -> int:
+        """Grows with every change (the number of token sequences held): a checkpoint part's version."""
+        return sum(len(seqs) for seqs in self._tokens.values())
+
+    def seen(self, space: SearchSpace, tokens: tuple[int, ...]) -> bool:
+        """Whether ``tokens`` in ``space`` decode to an architecture already proposed."""
+        if tuple(tokens) in self._spelled.get(space_key(space), ()):
+            return True  # the same spelling: no need to decode
+        return space.key(space.decode(tokens)) in self._keys
+
+    def add(self, space: SearchSpace, tokens: tuple[int, ...]) -> None:
+        """Remember ``tokens`` (in ``space``) as proposed."""
+        self._keys.add(space.key(space.decode(tokens)))
+        tokens = tuple(int(t) for t in tokens)
+        self._tokens.setdefault(space_key(space), []).append(tokens)
+        self._spelled.setdefault(space_key(space), set()).add(tokens)
+
+    def free_counts(self, space: SearchSpace, prefix: Sequence[int]) -> list[int]:
+        """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``
+        and that choice were never ruled out (0: that subtree is exhausted)."""
+        sizes = [d.num_choices for d in space.decisions]
+        t = len(prefix)
+        tail = math.prod(sizes[t + 1:])
+        counts = [0] * sizes[t]
+        prefix = tuple(prefix)
+        for seq in self._used(space):
+            if seq[:t] == prefix:
+                counts[seq[t]] += 1
+        return [tail - c for c in counts]
+
+    def fresh_tokens(self, space: SearchSpace, choose: Callable[[list[int], list[int]], int]) -> tuple[int, ...] | None:
+        """Token sequences of an architecture not proposed yet, or ``None`` when every architecture of ``space``
+        was. Decision by decision, ``choose(prefix, free)`` picks a choice whose ``free`` count is positive (a
+        subtree with unused sequences). Sequences that decode to a known key under another spelling are ruled
+        out as they are met (kept with the proposed ones, so a resumed agent draws the same) until one is new."""
+        while True:
+            if len(set(self._used(space))) >= math.prod(d.num_choices for d in space.decisions):
+                return None
+            prefix: list[int] = []
+            for _ in space.decisions:
+                free = self.free_counts(space, prefix)
+                choice = choose(prefix, free)
+                if free[choice] <= 0:
+                    raise ValueError(f"chose an exhausted choice {choice} after {prefix}: free counts {free}")
+                prefix.append(choice)
+            tokens = tuple(prefix)
+            if not self.seen(space, tokens):
+                return tokens
+            self.add(space, tokens)  # another spelling of a known architecture: never drawn again
+
+    def _used(self, space: SearchSpace) -> list[tuple[int, ...]]:
+        return self._tokens.get(space_key(space), [])
+
+    # ------------------------------------------------------------------ checkpointing
+    def state(self) -> dict[str, Any]:
+        """Plain data: per space, its config key and the token sequences as one int tensor (cheap to pickle)."""
+        return {key: torch.tensor(seqs, dtype=torch.int16).reshape(len(seqs), -1) for key, seqs in self._tokens.items()}
+
+    def load(self, state: dict[str, Any], resolve: Any) -> None:
+        """Restore :meth:`state`; ``resolve(space_config_json)`` gives the space of a key back."""
+        self.__init__()
+        for key, array in state.items():
+            space = resolve(key)
+            for row in torch.as_tensor(array).tolist():
+                self.add(space, tuple(row))
