@@ -69,6 +69,7 @@ def architectures(task: str, n: int, seed: int) -> list[tuple[str, Any]]:
 
 
 def evaluators(task: str, cheap: Any, long: Any, seed: int) -> tuple[Any, Any]:
+    """The (cheap, long) evaluators a search would use, on the CPU, the data never downloaded."""
     if task == "cifar":
         return (TrainingEvaluator(recipe=cheap, device="cpu", seed=seed, download=False),
                 TrainingEvaluator(recipe=long, device="cpu", seed=seed, download=False))  # fmt: skip
@@ -172,9 +173,17 @@ def main() -> None:
         if value is None:
             setattr(args, name, LONG_CIFAR if args.task == "cifar" else LONG_PTB)
         elif value.lstrip().startswith("{"):
-            setattr(args, name, json.loads(value))
+            try:
+                setattr(args, name, json.loads(value))
+            except json.JSONDecodeError as exc:
+                parser.error(f"--{name}: not a JSON object ({exc}); give a preset name or a JSON object of recipe fields")
         elif value not in presets:
             parser.error(f"--{name} {value!r}: not a preset ({', '.join(presets)}) nor a JSON object")
+    if args.task != "nb201":
+        try:
+            evaluators(args.task, args.cheap, args.long, args.seed)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"a recipe is wrong: {exc}")
     torch.set_num_threads(args.threads)
     if args.task == "nb201":
         calibrate(args)
