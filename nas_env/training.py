@@ -2,10 +2,12 @@
 
 Why it is fast: no DataLoader and no per-image Python. Images stay uint8 on the device (4x less memory
 than float), each batch is gathered by index, randomly cropped and flipped by one gather over a padded
-batch, normalised in float and fed channels-last; on CUDA with bf16/fp16 autocast, optionally compiled.
+batch, normalised in float and fed channels-last; on CUDA with bf16/fp16 autocast, optionally compiled,
+and on a CPU with native bf16 (AVX512-BF16, AMX) under bf16 autocast too.
 
 Training follows the paper (Zoph & Le 2017): momentum SGD, lr 0.1, momentum 0.9, Nesterov, weight decay
-1e-4, 50 epochs; the learning rate follows a cosine over all steps. Randomness (shuffling, crops, flips)
+1e-4, 50 epochs; the learning rate follows a cosine over all steps (short recipes add a warm-up and may
+decay linearly instead). Randomness (shuffling, crops, flips)
 comes from one ``torch.Generator`` seeded per run, so a CPU run is reproducible and resumes exactly.
 """
 
