@@ -54,7 +54,8 @@ class LMRecipe(Recipe):
     dropout: float = 0.2
     lr: float = 20.0
     clip: float = 0.25
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "cosine"  # "cosine" or "linear" to 0 over all steps after the warm-up, or "constant"
+    warmup: float = 0.0  # fraction of all steps with a linear warm-up of the learning rate (0: none)
 
     def __post_init__(self) -> None:
         self._check_common()

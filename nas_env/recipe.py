@@ -39,7 +39,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "linear", "constant")
 #: version 2: the recipe is stored under "recipe" (version 1 called it "budget")
 CHECKPOINT_VERSION = 2
 
@@ -62,12 +62,13 @@ def check_float(owner: str, name: str, value: object, ok: Callable[[float], bool
 
 
 class Recipe:
-    """What every recipe dataclass shares: ``epochs``, ``lr``, ``lr_schedule``; dict round trip; the
-    identity a checkpoint must match. Subclasses are frozen dataclasses that call :meth:`_check_common`."""
+    """What every recipe dataclass shares: ``epochs``, ``lr``, ``lr_schedule``, ``warmup``; dict round trip;
+    the identity a checkpoint must match. Subclasses are frozen dataclasses that call :meth:`_check_common`."""
 
     epochs: int
     lr: float
     lr_schedule: str
+    warmup: float  # fraction of all steps over which the learning rate rises linearly from 0 (0: none)
 
     def _check_common(self) -> None:
         owner = type(self).__name__
@@ -75,6 +76,7 @@ class Recipe:
         check_float(owner, "lr", self.lr, lambda v: v > 0, "> 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"{owner}.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check_float(owner, "warmup", self.warmup, lambda v: 0 <= v < 1, "in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -103,11 +105,19 @@ def recipe_from(recipe: Any, recipe_type: type[R], presets: Mapping[str, Mapping
 
 
 def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
-    """The learning rate before optimizer step ``step`` (0-based) of ``total_steps``: a cosine from
-    ``recipe.lr`` to 0 over all steps, or constant."""
+    """The learning rate before optimizer step ``step`` (0-based) of ``total_steps``: a linear warm-up from
+    0 over the first ``recipe.warmup`` of the steps (short budgets need a high rate that a cold start cannot
+    take), then ``recipe.lr`` decayed to 0 at the last step by a cosine or a straight line, or kept constant."""
+    step = min(step, total_steps)
+    warm = recipe.warmup * total_steps
+    if step < warm:
+        return recipe.lr * (step + 1) / (warm + 1)
     if recipe.lr_schedule == "constant":
         return recipe.lr
-    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    done = (step - warm) / max(total_steps - warm, 1e-9)
+    if recipe.lr_schedule == "linear":
+        return recipe.lr * (1.0 - done)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 # ----------------------------------------------------------------------------------------- checkpoint
