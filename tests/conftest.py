@@ -102,6 +102,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group marker into the node id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n``, see pyproject's addopts) every test of the one-node SLURM cluster runs on one
     worker, so the session starts one cluster; the other tests spread over the workers. The SLURM tests come
