@@ -66,7 +66,7 @@ class ProposedSet:
         subtree with unused sequences). Sequences that decode to a known key under another spelling are ruled
         out as they are met (kept with the proposed ones, so a resumed agent draws the same) until one is new."""
         while True:
-            if len(set(self._used(space))) >= math.prod(d.num_choices for d in space.decisions):
+            if len(self._spelled.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions):
                 return None
             prefix: list[int] = []
             for _ in space.decisions:

@@ -170,7 +170,7 @@ class PoolBackend(Backend):
         if task_file is None or not Path(task_file).exists():
             self._finish(attempt)
             return faults.not_started(f"pool task {attempt} is unknown (no task file)", record.failure_reward, attempt)
-        if len(self._worker_errors) > self.workers * (self.config.max_requeues + 1):
+        if self._workers_keep_failing():
             self._finish(attempt)
             error = f"{len(self._worker_errors)} pool workers failed; the last: {self._worker_errors[-1]}"
             return failure(Status.FAILED, error=error, reward=record.failure_reward, job_id=attempt)
@@ -222,13 +222,8 @@ class PoolBackend(Backend):
 
     def _worker_dead(self, worker: str, now: float) -> bool:
         """A worker is dead when its heartbeat file is gone or stale, or its job has ended."""
-        path = self.paths.worker_file(worker)
-        try:
-            age = now - path.stat().st_mtime
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return True
-        return age > HEARTBEAT_TIMEOUT_S or self._worker_job(data) in self._ended
+        fresh, job = self._heartbeat(self.paths.worker_file(worker), now)
+        return not fresh or job in self._ended
 
     def _live_worker_jobs(self, now: float) -> set[str]:
         """Worker jobs that may still pull tasks: those started here and not ended, and those of an earlier
@@ -239,19 +234,27 @@ class PoolBackend(Backend):
         """Worker jobs (not seen ended) with a slot whose heartbeat is fresh."""
         live: set[str] = set()
         for path in self.paths.workers.glob("*.json"):
-            try:
-                if now - path.stat().st_mtime > HEARTBEAT_TIMEOUT_S:
-                    continue
-                job = self._worker_job(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-            if job is not None and job not in self._ended:
+            fresh, job = self._heartbeat(path, now)
+            if fresh and job is not None and job not in self._ended:
                 live.add(job)
         return live
 
+    def _heartbeat(self, path: Path, now: float) -> tuple[bool, str | None]:
+        """Whether a slot's heartbeat file is fresh, and the worker job it names (False, None: gone or unreadable)."""
+        try:
+            age = now - path.stat().st_mtime
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False, None
+        return age <= HEARTBEAT_TIMEOUT_S, self._worker_job(data)
+
+    def _workers_keep_failing(self) -> bool:
+        """More worker jobs failed than N workers with all their requeues: stop starting new ones."""
+        return len(self._worker_errors) > self.workers * (self.config.max_requeues + 1)
+
     def _keep_workers(self) -> None:
         """Start workers until min(N, open tasks / k) may run (none when the workers keep failing)."""
-        if not self._open or len(self._worker_errors) > self.workers * (self.config.max_requeues + 1):
+        if not self._open or self._workers_keep_failing():
             return
         want = min(self.workers, math.ceil(len(self._open) / self.children))
         missing = want - len(self._live_worker_jobs(time.time()))
