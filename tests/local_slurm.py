@@ -73,7 +73,17 @@ def simulate_preemption(job_id: str, timeout_s: float = 30.0) -> None:
     if not raw:
         raise RuntimeError(f"SLURM job {job_id} is not in the queue")
     for sig in ("SIGTERM", SlurmJobEnvironment.USR_SIG):
-        subprocess.run(["scancel", "--signal", sig, f"{raw[0]}.0"], check=True, timeout=timeout_s)
+        sent = subprocess.run(
+            ["scancel", "--signal", sig, f"{raw[0]}.0"], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if sent.returncode != 0:
+            state = subprocess.run(
+                ["sacct", "-n", "-X", "-j", job_id, "-o", "State"], capture_output=True, text=True, timeout=timeout_s
+            ).stdout.split()
+            raise RuntimeError(
+                f"scancel --signal {sig} {raw[0]}.0 failed (rc {sent.returncode}: {sent.stderr.strip()}); "
+                f"job {job_id} is {state or 'unknown to sacct'}"
+            )
 
 
 def enable_preemption(conf: Path, env: dict[str, str]) -> None:

@@ -116,7 +116,8 @@ def test_search_batch_as_job_arrays_with_faults(
     children = archs(10)
     fail_key = SPACE.key(children[2])
     quick = SyntheticEvaluator(SPACE, target_seed=7, epochs=2, seconds_per_epoch=0.5, fail_keys=[fail_key])
-    long = SyntheticEvaluator(SPACE, target_seed=7, epochs=8, seconds_per_epoch=1.0)  # preempted mid-way
+    # preempted after its second epoch: ten more seconds of training leave the signals time to arrive on a busy machine
+    long = SyntheticEvaluator(SPACE, target_seed=7, epochs=12, seconds_per_epoch=1.0)
     endless = SyntheticEvaluator(SPACE, target_seed=7, epochs=600, seconds_per_epoch=1.0, failure_reward=-1.0)
     evaluators = {0: long, 1: endless}
     tasks = [Task(f"child-{i}", evaluators.get(i, quick), arch) for i, arch in enumerate(children)]
