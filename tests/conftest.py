@@ -21,6 +21,20 @@ def _data_root() -> Path:
     return Path(env) if env else (REPO_ROOT.parent / "shared" / "data")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sb3_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SB3's ``learn()`` without a logger makes a new ``SB3-<date>`` folder in the system's temp directory
+    each time unless ``SB3_LOGDIR`` names one: the tests' SB3 models log into this session's folder."""
+    folder = tmp_path_factory.mktemp("sb3-logs")
+    previous = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = _data_root()
