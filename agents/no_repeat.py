@@ -2,9 +2,9 @@
 
 An architecture counts as proposed once it was asked for (told or still in flight), by its canonical key
 ``space.key(arch)``. :meth:`ProposedSet.fresh_tokens` builds a token sequence not proposed yet decision by
-decision, never entering a subtree whose sequences were all used (a prefix count over the tokens seen, no
-enumeration): the rule an agent falls back on when its own sampler keeps returning known architectures.
-``None`` means the space is exhausted.
+decision, never entering a subtree whose sequences were all used (a count of the sequences under each prefix,
+kept as they are added: no enumeration, no scan): the rule an agent falls back on when its own sampler keeps
+returning known architectures. ``None`` means the space is exhausted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class ProposedSet:
         self._keys: set[str] = set()
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
         self._spelled: dict[str, set[tuple[int, ...]]] = {}  # the same, as a set
+        self._under: dict[str, dict[tuple[int, ...], int]] = {}  # space key -> prefix -> sequences ruled out under it
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -44,8 +45,15 @@ class ProposedSet:
         """Remember ``tokens`` (in ``space``) as proposed."""
         self._keys.add(space.key(space.decode(tokens)))
         tokens = tuple(int(t) for t in tokens)
-        self._tokens.setdefault(space_key(space), []).append(tokens)
-        self._spelled.setdefault(space_key(space), set()).add(tokens)
+        key = space_key(space)
+        spelled = self._spelled.setdefault(key, set())
+        if tokens in spelled:
+            return
+        spelled.add(tokens)
+        self._tokens.setdefault(key, []).append(tokens)
+        under = self._under.setdefault(key, {})
+        for t in range(1, len(tokens) + 1):  # every proper prefix and the sequence itself
+            under[tokens[:t]] = under.get(tokens[:t], 0) + 1
 
     def free_counts(self, space: SearchSpace, prefix: Sequence[int]) -> list[int]:
         """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``
@@ -53,35 +61,27 @@ class ProposedSet:
         sizes = [d.num_choices for d in space.decisions]
         t = len(prefix)
         tail = math.prod(sizes[t + 1:])
-        counts = [0] * sizes[t]
-        prefix = tuple(prefix)
-        for seq in self._used(space):
-            if seq[:t] == prefix:
-                counts[seq[t]] += 1
-        return [tail - c for c in counts]
+        under = self._under.get(space_key(space), {})
+        prefix = tuple(int(p) for p in prefix)
+        return [tail - under.get((*prefix, c), 0) for c in range(sizes[t])]
 
-    def fresh_tokens(self, space: SearchSpace, choose: Callable[[list[int], list[int]], int]) -> tuple[int, ...] | None:
+    def fresh_tokens(
+        self, space: SearchSpace, draw: Callable[[Callable[[Sequence[int]], list[int]]], tuple[int, ...]]
+    ) -> tuple[int, ...] | None:
         """Token sequences of an architecture not proposed yet, or ``None`` when every architecture of ``space``
-        was. Decision by decision, ``choose(prefix, free)`` picks a choice whose ``free`` count is positive (a
-        subtree with unused sequences). Sequences that decode to a known key under another spelling are ruled
-        out as they are met (kept with the proposed ones, so a resumed agent draws the same) until one is new."""
+        was. ``draw(free)`` builds one sequence decision by decision, taking after each prefix only a choice
+        whose count ``free(prefix)[choice]`` is positive (a subtree with unused sequences). Sequences that
+        decode to a known key under another spelling are ruled out as they are met (kept with the proposed
+        ones, so a resumed agent draws the same) until one is new."""
         while True:
             if len(self._spelled.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions):
                 return None
-            prefix: list[int] = []
-            for _ in space.decisions:
-                free = self.free_counts(space, prefix)
-                choice = choose(prefix, free)
-                if free[choice] <= 0:
-                    raise ValueError(f"chose an exhausted choice {choice} after {prefix}: free counts {free}")
-                prefix.append(choice)
-            tokens = tuple(prefix)
+            tokens = tuple(int(t) for t in draw(lambda prefix: self.free_counts(space, prefix)))
+            if tokens in self._spelled.get(space_key(space), ()):
+                raise ValueError(f"draw entered an exhausted subtree: {tokens} was ruled out before")
             if not self.seen(space, tokens):
                 return tokens
             self.add(space, tokens)  # another spelling of a known architecture: never drawn again
-
-    def _used(self, space: SearchSpace) -> list[tuple[int, ...]]:
-        return self._tokens.get(space_key(space), [])
 
     # ------------------------------------------------------------------ checkpointing
     def state(self) -> dict[str, Any]:

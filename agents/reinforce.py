@@ -37,7 +37,7 @@ import copy
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Sequence, Union
+from typing import Any, Callable, ClassVar, Sequence, Union
 
 import numpy as np
 import torch
@@ -114,6 +114,8 @@ class AnchorPoint:
 
 
 Step = Union[Choice, AnchorPoint]
+#: chooses one token from the tokens before it and its decision's logits (C,) (see :meth:`Controller.sample_one`)
+Pick = Callable[[list[int], torch.Tensor], int]
 
 
 def build_plan(space: SearchSpace) -> tuple[Step, ...]:
@@ -232,6 +234,13 @@ class Controller(nn.Module):
         log_prob, entropy, _ = self._rollout(space, tokens, sample=True, generator=generator)
         return tokens, log_prob, entropy
 
+    def sample_one(self, space: SearchSpace, pick: Pick) -> tuple[int, ...]:
+        """One architecture in one pass, each token chosen by ``pick(prefix, logits)`` from the logits (C,) of its
+        decision given the tokens chosen before it (e.g. a draw with some choices masked out)."""
+        tokens = torch.zeros(1, space.num_steps, dtype=torch.long)
+        self._rollout(space, tokens, sample=True, pick=pick)
+        return tuple(tokens[0].tolist())
+
     def log_prob(self, tokens: torch.Tensor, space: SearchSpace) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced: log-probability (n,) of ``tokens`` (n, T) and the summed entropy (n,) of each step."""
         log_prob, entropy, _ = self._rollout(space, tokens, sample=False)
@@ -250,8 +259,10 @@ class Controller(nn.Module):
         sample: bool,
         generator: torch.Generator | None = None,
         keep_logits: bool = False,
+        pick: Pick | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Run the plan once over the batch: samples into ``tokens`` (``sample=True``) or reads them."""
+        """Run the plan once over the batch: samples into ``tokens`` (``sample=True``; with ``pick``, one row
+        chosen token by token by ``pick``) or reads them."""
         n, num_steps = tokens.shape
         if num_steps != space.num_steps:
             raise ValueError(f"tokens have {num_steps} steps, {space.describe()} has {space.num_steps}")
@@ -271,7 +282,7 @@ class Controller(nn.Module):
                     logits = logits + self.offset_heads[offset](h)
                 positions = slice(step.position, step.position + 1)
                 token = self._decide(logits.unsqueeze(1), tokens, positions, sample, generator, log_prob, entropy,
-                                     all_logits)
+                                     all_logits, pick)
                 x = self.embeddings[kind](token[:, 0])  # autoregressive: the chosen token's embedding
                 if offset is not None:
                     x = x + self.offset_embeddings[offset](token[:, 0])
@@ -284,7 +295,7 @@ class Controller(nn.Module):
             score = self.v(torch.tanh(previous + self.w_curr(h).unsqueeze(1))).squeeze(-1)  # (n, G)
             logits = torch.stack([torch.zeros_like(score), score], dim=-1)  # softmax = (1 - P, P), P = sigmoid
             positions = slice(step.positions[0], step.positions[-1] + 1)
-            skip = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits)
+            skip = self._decide(logits, tokens, positions, sample, generator, log_prob, entropy, all_logits, pick)
             chosen_h = torch.stack([anchor_h[j] for j in step.sources], dim=1)  # (n, G, hidden)
             x = (skip.unsqueeze(-1) * chosen_h).sum(1) / (1.0 + skip.sum(1, keepdim=True))
         return log_prob, entropy, all_logits
@@ -310,15 +321,20 @@ class Controller(nn.Module):
         log_prob: torch.Tensor,
         entropy: torch.Tensor,
         all_logits: torch.Tensor | None,
+        pick: Pick | None = None,
     ) -> torch.Tensor:
         """Sample (or read) the tokens (n, G) at ``positions`` from ``logits`` (n, G, C); adds their
-        log-probability and the entropy of their distributions to ``log_prob`` and ``entropy`` in place."""
+        log-probability and the entropy of their distributions to ``log_prob`` and ``entropy`` in place.
+        With ``pick`` (one row), each of the G tokens in turn is ``pick(tokens before it, its logits)``."""
         if self.config.temperature is not None:
             logits = logits / self.config.temperature
         if self.config.tanh_constant is not None:
             logits = self.config.tanh_constant * torch.tanh(logits)
         log_p = F.log_softmax(logits, dim=-1)
-        if sample:
+        if sample and pick is not None:
+            for g, position in enumerate(range(positions.start, positions.stop)):
+                tokens[0, position] = pick(tokens[0, :position].tolist(), logits[0, g].detach())
+        elif sample:
             n, group, num_choices = log_p.shape
             drawn = torch.multinomial(log_p.detach().exp().reshape(-1, num_choices), 1, generator=generator)
             tokens[:, positions] = drawn.reshape(n, group)
@@ -351,7 +367,7 @@ class ReinforceAgent(Agent):
         self.controller = Controller(softmax_slots(space, self.config.per_decision_heads), self.config, self.generator,
                                      offsets)
         self.controller.plan(space)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.lr)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.lr, foreach=True)
         self.baseline: float | None = None  # EMA of rewards; the first reward initialises it
         self.advantage_var: float | None = None  # EMA of (R - b)^2 (advantage_norm)
         self.pending: list[tuple[Proposal, float]] = []  # told, not yet used in an update
@@ -397,7 +413,7 @@ class ReinforceAgent(Agent):
                     self.proposed.add(self.space, tuple(row))
                     rows.append(row)
         while len(rows) < n:
-            tokens = self.proposed.fresh_tokens(self.space, self._masked_choice)
+            tokens = self.proposed.fresh_tokens(self.space, self._draw_masked)
             if tokens is None:
                 break  # every architecture of the space was proposed
             self.proposed.add(self.space, tokens)
@@ -405,13 +421,15 @@ class ReinforceAgent(Agent):
             self.fallbacks += 1
         return rows
 
-    def _masked_choice(self, prefix: list[int], free: list[int]) -> int:
-        """The controller's choice after ``prefix`` with the exhausted choices (``free`` 0) masked out."""
-        tokens = torch.zeros(1, self.space.num_steps, dtype=torch.long)
-        tokens[0, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
-        logits = self.controller.step_logits(tokens, self.space)[0, len(prefix), : len(free)]
-        logits = logits.masked_fill(torch.tensor(free) <= 0, -math.inf)
-        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator))
+    def _draw_masked(self, free: Callable[[Sequence[int]], list[int]]) -> tuple[int, ...]:
+        """One pass of the controller, each choice drawn from its softmax with the exhausted choices (``free``
+        count 0 after the tokens before it) masked out."""
+
+        def pick(prefix: list[int], logits: torch.Tensor) -> int:
+            logits = logits.masked_fill(torch.tensor(free(prefix)) <= 0, -math.inf)
+            return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator))
+
+        return self.controller.sample_one(self.space, pick)
 
     def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:
         """Queue the reward; every ``batch_size`` rewards make one update (returns its logged scalars)."""
@@ -475,7 +493,7 @@ class ReinforceAgent(Agent):
             loss = policy_loss - entropy_coef * entropy.mean()
             self.optimizer.zero_grad()
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm, foreach=True)
             self.optimizer.step()
         for reward in rewards.tolist():  # b <- decay * b + (1 - decay) * R, after the advantages
             self.baseline = config.baseline_decay * self.baseline + (1 - config.baseline_decay) * reward

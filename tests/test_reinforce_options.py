@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.base import space_key
 from agents.random_search import RandomSearchAgent
 from agents.reinforce import ReinforceAgent, TunedReinforceAgent
 from agents.registry import make_agent
@@ -227,3 +228,55 @@ def test_report_shows_what_the_controller_learned(tmp_path, capsys) -> None:
     assert policy_view(random_dir) is None
     assert main(["report", str(random_dir)]) == 0
     assert not (random_dir / "report" / "policy.png").exists()
+
+
+def test_free_counts_equal_a_count_over_every_proposed_sequence() -> None:
+    """The prefix counts kept as sequences are added give what a scan of every proposed sequence gives."""
+    from agents.no_repeat import ProposedSet
+
+    space, rng = NB201Space(), np.random.default_rng(0)
+    proposed, added = ProposedSet(), []
+    for _ in range(400):
+        tokens = tuple(int(t) for t in rng.integers(0, 5, size=space.num_steps))
+        if not proposed.seen(space, tokens):
+            proposed.add(space, tokens)
+            added.append(tokens)
+    for tokens in added[:60]:
+        for t in range(space.num_steps):
+            prefix, tail = tokens[:t], 5 ** (space.num_steps - t - 1)
+            scan = [tail - sum(1 for s in added if s[:t] == prefix and s[t] == c) for c in range(5)]
+            assert proposed.free_counts(space, prefix) == scan
+
+
+@pytest.mark.parametrize("space", [NB201Space(), CNNSpace(3, predict_strides=True)], ids=["nb201", "cnn3-anchors"])
+def test_the_masked_fallback_draws_in_one_pass_what_a_pass_per_decision_draws(space: SearchSpace) -> None:
+    """The no-repeat fallback draws each token from the controller's softmax with exhausted choices masked, in one
+    incremental pass; a teacher-forced pass per decision (how it was first written) gives the same tokens."""
+    agent = make_agent("reinforce-tuned", space, seed=5)
+    for proposal in agent.ask(8):
+        agent.tell(proposal, float(sum(proposal.tokens)) / len(proposal.tokens))
+    rng = np.random.default_rng(1)  # rule out many sequences, so that choices near the end are masked
+    for _ in range(10_000):
+        tokens = tuple(int(rng.integers(0, d.num_choices)) for d in space.decisions)
+        if not agent.proposed.seen(space, tokens):
+            agent.proposed.add(space, tokens)
+    free = functools.partial(agent.proposed.free_counts, space)
+
+    def per_decision() -> tuple[int, ...]:
+        prefix: list[int] = []
+        for t in range(space.num_steps):
+            tokens = torch.zeros(1, space.num_steps, dtype=torch.long)
+            tokens[0, :t] = torch.tensor(prefix, dtype=torch.long)
+            counts = free(prefix)
+            logits = agent.controller.step_logits(tokens, space)[0, t, : len(counts)]
+            logits = logits.masked_fill(torch.tensor(counts) <= 0, -float("inf"))
+            prefix.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=agent.generator)))
+        return tuple(prefix)
+
+    state = agent.generator.get_state()
+    with torch.no_grad():
+        one_pass = [agent._draw_masked(free) for _ in range(30)]
+        agent.generator.set_state(state)
+        reference = [per_decision() for _ in range(30)]
+    assert one_pass == reference
+    assert all(tokens not in agent.proposed._spelled[space_key(space)] for tokens in one_pass)
