@@ -10,10 +10,12 @@ reattached, and the agent is exactly as it was at the last committed result.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
+import torch
 
 from agents.base import Agent, Proposal
 from agents.core import FACE_STATE, SearchCore, SearchSummary, make_env_parts
@@ -24,10 +26,29 @@ from nas_env.results import EvalResult
 from nas_env.store import ResultStore
 from nas_env.spaces import SearchSpace
 
+class _CheckpointPickler(pickle.Pickler):
+    """Pickles a plain CPU tensor as the numpy array it views (rebuilt by ``torch.from_numpy``): about ten times
+    cheaper than a tensor's own pickling, which matters for an agent that updates, and so saves its weights and
+    optimizer state, with every result (``reinforce-tuned``). Loading needs nothing but ``pickle.loads``."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (type(obj) is torch.Tensor and obj.device.type == "cpu" and obj.layout is torch.strided
+                and not obj.requires_grad and obj.dtype in _NUMPY_DTYPES):  # fmt: skip
+            return torch.from_numpy, (obj.numpy(),)
+        return NotImplemented
+
+
+#: tensor dtypes that numpy holds exactly (bfloat16 and the like keep torch's own pickling)
+_NUMPY_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+                           torch.int8, torch.uint8, torch.bool})  # fmt: skip
+
+
 def _serialise(value: Any) -> bytes:
-    """A checkpoint part as bytes: pickle (tensors pickle themselves), several times faster than torch.save's
-    zip container for the small parts written with every event."""
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    """A checkpoint part as bytes: pickle, several times faster than torch.save's zip container for the small
+    parts written with every event, with tensors as numpy arrays (:class:`_CheckpointPickler`)."""
+    buffer = io.BytesIO()
+    _CheckpointPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
 
 
 __all__ = ["Search", "SearchSummary", "make_env_parts", "open_search", "run_search"]
