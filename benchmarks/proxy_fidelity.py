@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from evaluation.ranking import kendall_tau, rank_agreement, spearman_rho
-from nas_env.evaluators import PAPER_REWARD_READING, RECIPE_PRESETS, TrainingEvaluator, reward_reading
+from nas_env.evaluators import RECIPE_PRESETS, TrainingEvaluator
 from nas_env.ptb_evaluator import LM_RECIPE_PRESETS, PTBEvaluator
 from nas_env.spaces.cnn import CNNSpace
 from nas_env.spaces.rnn_cell import RNNCellArchitecture, RNNCellSpace, paper_example
@@ -109,21 +109,13 @@ def report(args: argparse.Namespace) -> None:
         raise SystemExit(f"{len(ok)} finished architectures in {args.out}: too few to rank")
     cheap = np.array([r["cheap"]["metric"] for r in ok])
     long = np.array([r["long"]["metric"] for r in ok])
-    print(f"task {args.task}: {len(ok)} architectures trained under both recipes ({len(rows) - len(ok)} failed)")
     if args.task == "ptb":  # lower perplexity is better: rank on the negated value (reward order)
         cheap, long = -cheap, -long
-    else:  # each reward read from its curve as a search reads it now (a preset may read its own way)
-        readings = {label: reward_reading(getattr(args, label), None, None) for label in ("cheap", "long")}
-        for label, reading in readings.items():
-            print(f"  {label} reward: the {reading[1]} of the last {reading[0]} epochs' validation accuracy")
-        cheap, long = (np.array([read_curve(r[label]["curve"], *readings[label]) for r in ok]) for label in ("cheap", "long"))
-        if readings["cheap"] != PAPER_REWARD_READING:
-            paper = np.array([read_curve(r["cheap"]["curve"], *PAPER_REWARD_READING) for r in ok])
-            print(f"  (the cheap curves read the paper's way, max of the last 5: Kendall tau {kendall_tau(paper, long):.3f})")
     agree = rank_agreement(cheap, long, resamples=args.resamples, seed=args.seed)
-    for label, values in (("cheap", cheap), ("long", long)):
+    print(f"task {args.task}: {len(ok)} architectures trained under both recipes ({len(rows) - len(ok)} failed)")
+    for label in ("cheap", "long"):
         print(f"  {label} recipe: {json.dumps(ok[0]['recipes'][label], sort_keys=True)}")
-        metric = np.abs(values)
+        metric = np.abs([r[label]["metric"] for r in ok])
         print(f"    metric median {np.median(metric):.4f} (range {metric.min():.4f}-{metric.max():.4f}), "
               f"training wall s median {statistics.median(r[label]['wall_s'] for r in ok):.1f}, "
               f"CPU s median {statistics.median(r[label]['cpu_s'] for r in ok):.1f}")
@@ -134,12 +126,6 @@ def report(args: argparse.Namespace) -> None:
     if args.task == "ptb":
         for r in ok:
             print(f"    {r['name']:<10} cheap ppl {r['cheap']['metric']:8.1f}  long ppl {r['long']['metric']:8.1f}")
-
-
-def read_curve(curve: list[float], last: int, reduction: str) -> float:
-    """A reward read from a validation curve: the max or the mean of its last ``last`` values."""
-    recent = curve[-last:]
-    return max(recent) if reduction == "max" else sum(recent) / len(recent)
 
 
 def calibrate(args: argparse.Namespace) -> None:

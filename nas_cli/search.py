@@ -74,9 +74,8 @@ def _add_search_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_search)
 
 
-def _recipe(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The child-training recipe of NAS-CIFAR10-v0 or NAS-PTB-v0 from --recipe and its overrides, and the
-    evaluator settings that go with it (a CIFAR preset changed by --epochs etc. keeps the preset's reward reading)."""
+def _recipe(args: argparse.Namespace) -> Any:
+    """The child-training recipe of NAS-CIFAR10-v0 or NAS-PTB-v0 from --recipe and its overrides."""
     if args.env == "NAS-PTB-v0":
         from nas_env.ptb_evaluator import resolve_lm_recipe as resolve
     else:
@@ -94,12 +93,7 @@ def _recipe(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             budget = "cpu-demo"
     elif budget.lstrip().startswith("{"):
         budget = json_object(budget)
-    extra: dict[str, Any] = {}
     if any(v is not None for v in (args.epochs, args.train_images, args.resolution)):
-        if args.env == "NAS-CIFAR10-v0" and isinstance(budget, str):
-            from nas_env.evaluators import reward_reading
-
-            extra["reward_last_epochs"], extra["reward_reduction"] = reward_reading(budget, None, None)
         fields = resolve(budget).to_dict()
         for name in ("epochs", "train_images", "resolution"):
             if getattr(args, name) is not None:
@@ -107,14 +101,13 @@ def _recipe(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
                     raise ValueError(f"--{name.replace('_', '-')} does not apply to {args.env}")
                 fields[name] = getattr(args, name)
         budget = fields
-    return budget, extra
+    return budget
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if args.env in ("NAS-CIFAR10-v0", "NAS-PTB-v0"):
-        recipe, evaluator_settings = _recipe(args)
-        kwargs.update(recipe=recipe, device=args.device, seed=args.seed, **evaluator_settings)
+        kwargs.update(recipe=_recipe(args), device=args.device, seed=args.seed)
         if args.data_dir is not None:
             kwargs["data_dir"] = args.data_dir
     if args.preset is not None:

@@ -215,26 +215,6 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: how a preset's reward reads its validation curve, ``(last epochs, "max" | "mean")``, when the evaluator is
-#: not told; any other recipe: the paper's max of the last 5 epochs. cpu-demo's linear decay ends at 0, so its
-#: last epochs are one plateau and their mean is a steadier reading than their max (docs/benchmarks.md, fidelity)
-PRESET_REWARD_READING: dict[str, tuple[int, str]] = {"cpu-demo": (3, "mean")}
-#: the paper's reading: the best validation accuracy of the last 5 epochs
-PAPER_REWARD_READING: tuple[int, str] = (5, "max")
-
-
-def reward_reading(recipe: Any, last_epochs: int | None, reduction: str | None) -> tuple[int, str]:
-    """``(last epochs, reduction)`` of the reward: what is given, else the preset's (by name), else the paper's."""
-    default = PRESET_REWARD_READING.get(recipe, PAPER_REWARD_READING) if isinstance(recipe, str) else PAPER_REWARD_READING
-    last_epochs = default[0] if last_epochs is None else last_epochs
-    reduction = default[1] if reduction is None else reduction
-    if not isinstance(last_epochs, int) or isinstance(last_epochs, bool) or last_epochs < 1:
-        raise ValueError(f"reward_last_epochs must be an int >= 1, got {last_epochs!r}")
-    if reduction not in ("max", "mean"):
-        raise ValueError(f"reward_reduction must be 'max' or 'mean', got {reduction!r}")
-    return last_epochs, reduction
-
-
 def resolve_recipe(recipe: Any) -> Any:
     """A :class:`~nas_env.training.TrainingRecipe` from a recipe, a dict of its fields or a preset name."""
     from nas_env.recipe import recipe_from
@@ -269,9 +249,8 @@ def resolve_device(device: str) -> str:
 
 
 class TrainingEvaluator(Evaluator):
-    """Train the child CNN on CIFAR-10 with a training recipe; reward = shaped max (or mean, ``reward_reduction``)
-    validation accuracy of the last ``reward_last_epochs`` epochs (the paper: (max of the last 5)^3; unset, a
-    preset named as ``recipe`` may read its curve otherwise: :data:`PRESET_REWARD_READING`).
+    """Train the child CNN on CIFAR-10 with a training recipe; reward = shaped max validation accuracy of the
+    last ``reward_last_epochs`` epochs (the paper: (max of the last 5)^3).
 
     The data is read once per process (from ``data_dir``, ``NAS_DATA_DIR`` or the verified download)
     and kept on the device; the train/validation split is seeded (``split_seed``), 10% held out as in
@@ -285,8 +264,7 @@ class TrainingEvaluator(Evaluator):
         device: str = "auto",
         seed: int = 0,
         reward_shaping: str = "cube",
-        reward_last_epochs: int | None = None,
-        reward_reduction: str | None = None,
+        reward_last_epochs: int = 5,
         compile: bool = False,
         failure_reward: float = 0.0,
         split_seed: int = 0,
@@ -295,11 +273,13 @@ class TrainingEvaluator(Evaluator):
     ) -> None:
         self.recipe = resolve_recipe(recipe)
         reward_from_metric(0.5, reward_shaping)  # validates the name now, not in a worker
-        self.reward_last_epochs, self.reward_reduction = reward_reading(recipe, reward_last_epochs, reward_reduction)
+        if reward_last_epochs < 1:
+            raise ValueError(f"reward_last_epochs must be >= 1, got {reward_last_epochs}")
         self.data_dir = None if data_dir is None else str(data_dir)
         self.device = device
         self.seed = int(seed)
         self.reward_shaping = reward_shaping
+        self.reward_last_epochs = int(reward_last_epochs)
         self.compile = bool(compile)
         self.failure_reward = float(failure_reward)
         self.split_seed = int(split_seed)
@@ -307,7 +287,7 @@ class TrainingEvaluator(Evaluator):
         self.download = bool(download)
 
     def config(self) -> dict[str, Any]:
-        config = {
+        return {
             "dataset": "cifar10",
             "recipe": self.recipe.to_dict(),
             "seed": self.seed,
@@ -316,9 +296,6 @@ class TrainingEvaluator(Evaluator):
             "split_seed": self.split_seed,
             "num_val": self.num_val,
         }
-        if self.reward_reduction != "max":  # written only when not the paper's: older stores keep their keys
-            config["reward_reduction"] = self.reward_reduction
-        return config
 
     def prepare(self, check_device: bool = True) -> None:
         """Check the device, find CIFAR-10 (downloading it once if allowed), read and verify every
@@ -378,7 +355,7 @@ class TrainingEvaluator(Evaluator):
         }
         if outcome.status is not Status.OK:
             return EvalResult(status=outcome.status, reward=self.failure_reward, error=outcome.error, **common)
-        metric = float(outcome.recent_accuracy(self.reward_last_epochs, self.reward_reduction))
+        metric = float(outcome.max_recent_accuracy(self.reward_last_epochs))
         result = EvalResult(status=Status.OK, reward=reward_from_metric(metric, self.reward_shaping), metric=metric,
                             **common)  # fmt: skip
         return self.after_training(model, arch, result, device)

@@ -44,8 +44,6 @@ def make_cifar10_env(
     device: str = "auto",
     seed: int = 0,
     reward_shaping: str = "cube",
-    reward_last_epochs: int | None = None,
-    reward_reduction: str | None = None,
     num_layers: int = 6,
     predict_strides: bool = False,
     compile: bool = False,
@@ -60,10 +58,8 @@ def make_cifar10_env(
 
     ``recipe`` (how each child is trained) is a :class:`~nas_env.training.TrainingRecipe`, a dict of its
     fields, or a preset name (``"paper"``: 50 epochs on 45,000 images at 32x32; ``"cpu-demo"``, ``"tiny"``:
-    see :data:`nas_env.evaluators.RECIPE_PRESETS`). The reward reads the last ``reward_last_epochs``
-    validation accuracies with ``reward_reduction`` (``"max"``, the paper's 5; unset, ``cpu-demo`` takes the
-    mean of its last 3: :data:`nas_env.evaluators.PRESET_REWARD_READING`). ``data_dir`` overrides
-    ``NAS_DATA_DIR``; without either the official archive is downloaded and verified on first use.
+    see :data:`nas_env.evaluators.RECIPE_PRESETS`). ``data_dir`` overrides ``NAS_DATA_DIR``; without either
+    the official archive is downloaded and verified on first use.
 
     ``preset`` (``"v1"``, ``"v2"``, ``"v3"``: the paper's Table 1 spaces, see ``docs/presets.md``) replaces
     ``space``/``num_layers``/``predict_strides`` and gives the recipe when ``recipe`` is not given (default:
@@ -82,8 +78,6 @@ def make_cifar10_env(
             device=device,
             seed=seed,
             reward_shaping=reward_shaping,
-            reward_last_epochs=reward_last_epochs,
-            reward_reduction=reward_reduction,
             compile=compile,
             failure_reward=failure_reward,
         )

@@ -272,19 +272,7 @@ class TrainingOutcome:
 
     def max_recent_accuracy(self, last: int = 5) -> float | None:
         """The paper's metric: the best validation accuracy over the last ``last`` epochs (None if no epoch)."""
-        return self.recent_accuracy(last, "max")
-
-    def recent_accuracy(self, last: int = 5, reduction: str = "max") -> float | None:
-        """The ``max`` (the paper) or the ``mean`` of the validation accuracies of the last ``last`` epochs
-        (None if no epoch)."""
-        if not self.val_curve:
-            return None
-        recent = self.val_curve[-last:]
-        if reduction == "max":
-            return max(recent)
-        if reduction == "mean":
-            return sum(recent) / len(recent)
-        raise ValueError(f"reduction must be 'max' or 'mean', got {reduction!r}")
+        return max(self.val_curve[-last:]) if self.val_curve else None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

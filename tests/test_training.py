@@ -85,7 +85,6 @@ def test_the_cpu_demo_recipe_trains_a_random_child_well_above_chance(cifar_dir: 
     print(f"cpu-demo child: {result.metric:.3f} in {result.wall_time_s:.1f} s, curve {result.curve}")
     assert result.status is Status.OK and len(result.curve) == 8
     assert result.metric > 0.4, result.curve
-    assert result.metric == pytest.approx(sum(result.curve[-3:]) / 3)  # the preset's reading: mean of the last 3
     assert result.curve[-1] > result.curve[0]
 
 
