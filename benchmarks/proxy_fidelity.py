@@ -46,6 +46,13 @@ LONG_CIFAR = {"epochs": 20, "train_images": 4992, "val_images": 555, "resolution
 LONG_PTB = {**LM_RECIPE_PRESETS["cpu-demo"], "epochs": 8, "train_tokens": 400_000}
 
 
+#: readings of a cheap validation curve besides the reward's (the best of the last 5 epochs), as an analysis
+CHEAP_READINGS = {
+    "the mean of the last 3 epochs": lambda curve: float(np.mean(curve[-3:])),
+    "the last epoch": lambda curve: float(curve[-1]),
+}
+
+
 def lstm_like(num_leaves: int = 8) -> RNNCellArchitecture:
     """A cell shaped like an LSTM: gates from sigmoid leaves multiplied with tanh candidates, the memory
     added in before the root, which emits through tanh (the space cannot express an LSTM exactly)."""
@@ -113,6 +120,11 @@ def report(args: argparse.Namespace) -> None:
         cheap, long = -cheap, -long
     agree = rank_agreement(cheap, long, resamples=args.resamples, seed=args.seed)
     print(f"task {args.task}: {len(ok)} architectures trained under both recipes ({len(rows) - len(ok)} failed)")
+    if args.task == "cifar":  # other readings of the same cheap curves (an analysis; the reward is the first)
+        for label, read in CHEAP_READINGS.items():
+            other = np.array([read(r["cheap"]["curve"]) for r in ok])
+            print(f"  cheap curve read as {label}: Kendall tau {kendall_tau(other, long):.3f}, "
+                  f"Spearman rho {spearman_rho(other, long):.3f}")
     for label in ("cheap", "long"):
         print(f"  {label} recipe: {json.dumps(ok[0]['recipes'][label], sort_keys=True)}")
         metric = np.abs([r[label]["metric"] for r in ok])
