@@ -13,6 +13,9 @@ from nas_cli.arguments import json_object
 
 DEFAULT_ENV = "NAS-CIFAR10-v0"
 DEFAULT_AGENT = "reinforce"
+#: ids whose reward is a table lookup: their children run in the driver unless --executor says otherwise (a job
+#: per child would cost a second of process start-up for a lookup of microseconds)
+LOOKUP_ENVS = ("NAS-Bench-201-v0",)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -128,10 +131,13 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _executor(args: argparse.Namespace) -> dict[str, Any]:
-    """Executor settings: the config file, then the flags; ``--parallel`` is ``--max-in-flight``, default 1."""
+    """Executor settings: the config file, then the flags; ``--parallel`` is ``--max-in-flight``, default 1; a
+    table-lookup env without --executor or --executor-config runs its children inline."""
     from slurm.config import ExecutorConfig
 
     config = ExecutorConfig.from_args(args)
+    if args.executor is None and args.executor_config is None and args.env in LOOKUP_ENVS:
+        config = config.replace(executor="inline")
     if args.max_in_flight is None and (args.parallel is not None or args.executor_config is None):
         config = config.replace(max_in_flight=1 if args.parallel is None else args.parallel)
     return config.to_dict()

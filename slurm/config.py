@@ -146,7 +146,8 @@ class ExecutorConfig:
         g = parser.add_argument_group("executor (where children train)")
         g.add_argument("--executor-config", type=Path, default=None, help="TOML/JSON file with these settings")
         g.add_argument("--executor", choices=EXECUTORS, default=None,
-                       help="local (default), slurm, inline, or simulated (a virtual clock)")
+                       help="local (default; inline for NAS-Bench-201-v0, a table lookup), slurm, inline, or simulated "
+                       "(a virtual clock)")
         g.add_argument("--slurm-partition", dest="partition", default=None,
                        help="SLURM partition (default: the cluster's default)")
         g.add_argument("--gpus-per-child", type=int, default=None)

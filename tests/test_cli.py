@@ -215,3 +215,28 @@ def _wait_for_told(run_dir: Path, count: int, driver: subprocess.Popen) -> None:
             with ResultStore(store_path) as store:
                 told = store.num_told()
     assert driver.poll() is None and told >= count, driver.stderr.read() if driver.poll() is not None else told
+
+
+def test_a_table_lookup_env_runs_its_children_inline_unless_told(tmp_path: Path) -> None:
+    """NAS-Bench-201's reward is a lookup: without --executor its children run in the driver (no process per
+    child), so a 30-child search takes about a second; an explicit executor is kept, other envs stay local."""
+    from nas_cli.main import build_parser, main
+    from nas_cli.search import _search_config
+
+    run_dir = tmp_path / "run"
+    assert main(["search", "--env", "NAS-Bench-201-v0", "--budget", "30", "--run-dir", str(run_dir), "--no-progress",
+                 "--report-every", "0"]) == 0  # fmt: skip
+    assert RunDir(run_dir).read_config().executor["executor"] == "inline"
+    with ResultStore(RunDir(run_dir).store_path) as store:
+        assert store.num_told() == 30
+    parser = build_parser()
+
+    def executor(*argv: str) -> str:
+        args = parser.parse_args(["search", *argv])
+        args.env = args.env or "NAS-CIFAR10-v0"
+        args.agent, args.seed = args.agent or "reinforce", args.seed or 0
+        return _search_config(args).executor["executor"]
+
+    assert executor("--env", "NAS-Bench-201-v0", "--executor", "local") == "local"
+    assert executor("--env", "NAS-Synthetic-v0") == "local"
+    assert executor() == "local"
