@@ -7,11 +7,12 @@ folder keeps a new job from reading an old job's files). A local job id is ``<ba
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import submitit
 from submitit.core.utils import JobPaths
@@ -29,6 +30,32 @@ _CONTROLLER_MODULE = "submitit.local._local"
 def signal_delay_s(time_limit_min: int) -> int:
     """Seconds before the time limit at which the job is told to checkpoint (submitit's default is 90)."""
     return int(min(90, max(5, time_limit_min * 60 // 10)))
+
+
+@contextlib.contextmanager
+def _children_take_sigint() -> Iterator[None]:
+    """While local jobs start: SIGINT caught by a no-op handler instead of ignored, if it was ignored.
+
+    A driver started in the background (``cmd &`` in a script, ``nohup``) has SIGINT ignored, and a started
+    process inherits an ignored signal: its job controllers would ignore the SIGINT by which :meth:`cancel` stops
+    them, and a cancelled child would go on training. A caught signal is reset to the default at exec, so the
+    controllers start with SIGINT's default; the driver meanwhile still ignores it, in effect.
+    """
+    try:
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, _ignore)
+    except ValueError:  # not the main thread: nothing can be changed (nor is needed where it was not ignored)
+        ignored = False
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A SIGINT that arrives while local jobs start: ignored, as it was before."""
 
 
 def controller_alive(pid: int) -> bool:
@@ -83,7 +110,7 @@ class LocalBackend(Backend):
         )
         executor._throttling = 0.0  # submitit sleeps 0.2 s between local jobs; nothing to protect here
         try:
-            with executor.batch():
+            with _children_take_sigint(), executor.batch():
                 jobs = [executor.submit(function) for function in functions]
         except (OSError, RuntimeError) as e:
             raise SubmissionError(f"could not start local jobs: {e}") from e

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -167,9 +168,20 @@ def test_a_result_pickle_that_will_not_load_is_failed(damage: str, tmp_path: Pat
     assert done["t1"].result.ok and done["t1"].job_id == ids[1]
 
 
-def test_cancel_local_job(tmp_path: Path) -> None:
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """The test runs as a driver started in the background (``cmd &``, ``nohup``): SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_cancel_local_job(tmp_path: Path, sigint_ignored: None) -> None:
     # waits on events only (the checkpoint file, the results), so a busy machine makes it slower, not red:
-    # the child cannot finish on its own (it would train for hours), so its CANCELLED comes from the cancel
+    # the child cannot finish on its own (it would train for hours), so its CANCELLED comes from the cancel.
+    # The driver ignores SIGINT (started in the background), which its job controllers must not inherit
     log = tmp_path / "trained.jsonl"
     evaluator = SyntheticEvaluator(SPACE, target_seed=0, epochs=100_000, seconds_per_epoch=0.1, log_path=log)
     quick = SyntheticEvaluator(SPACE, target_seed=0, epochs=1, seconds_per_epoch=0.0, log_path=log)
@@ -186,6 +198,7 @@ def test_cancel_local_job(tmp_path: Path) -> None:
     assert done["quick"].result.ok, done["quick"].result.error
     assert not controller_alive(pid)
     assert trained_keys(log) == [SPACE.key(quick_arch)]  # the cancelled child never finished
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the driver's own disposition is left as it was
     with pytest.raises(KeyError):
         dispatcher.cancel("slow")  # no longer in flight
 

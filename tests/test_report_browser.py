@@ -259,10 +259,17 @@ def test_a_refreshing_report_is_never_read_partially(tmp_path: Path) -> None:
     assert [p.name for p in page_path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_report_serve_on_localhost(nb201_run: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # started as from a terminal, where Ctrl-C reaches it: SIGINT not ignored even when pytest itself runs in the
+    # background (a started process inherits an ignored SIGINT, and Python then keeps ignoring it)
     proc = subprocess.Popen([sys.executable, "-m", "nas_cli", "report", str(nb201_run), "--serve", "--port", "0",
-                             "--serve-for", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                             "--serve-for", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_sigint_default)  # fmt: skip
     try:
         url = None
         deadline = time.monotonic() + 60
