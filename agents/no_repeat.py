@@ -24,8 +24,8 @@ class ProposedSet:
     def __init__(self) -> None:
         self._keys: set[str] = set()
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
-        self._spelled: dict[str, set[tuple[int, ...]]] = {}  # the same, as a set
-        self._under: dict[str, dict[tuple[int, ...], int]] = {}  # space key -> prefix -> sequences ruled out under it
+        # space key -> prefix -> how many sequences ruled out start with it (a whole sequence: 1 if ruled out)
+        self._under: dict[str, dict[tuple[int, ...], int]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -35,9 +35,13 @@ class ProposedSet:
         """Grows with every change (the number of token sequences held): a checkpoint part's version."""
         return sum(len(seqs) for seqs in self._tokens.values())
 
+    def ruled_out(self, space: SearchSpace, tokens: Sequence[int]) -> bool:
+        """Whether this very spelling ``tokens`` (a whole sequence of ``space``) was ruled out."""
+        return tuple(int(t) for t in tokens) in self._under.get(space_key(space), {})
+
     def seen(self, space: SearchSpace, tokens: tuple[int, ...]) -> bool:
         """Whether ``tokens`` in ``space`` decode to an architecture already proposed."""
-        if tuple(tokens) in self._spelled.get(space_key(space), ()):
+        if self.ruled_out(space, tokens):
             return True  # the same spelling: no need to decode
         return space.key(space.decode(tokens)) in self._keys
 
@@ -46,12 +50,10 @@ class ProposedSet:
         self._keys.add(space.key(space.decode(tokens)))
         tokens = tuple(int(t) for t in tokens)
         key = space_key(space)
-        spelled = self._spelled.setdefault(key, set())
-        if tokens in spelled:
-            return
-        spelled.add(tokens)
-        self._tokens.setdefault(key, []).append(tokens)
         under = self._under.setdefault(key, {})
+        if tokens in under:
+            return  # this spelling is held already
+        self._tokens.setdefault(key, []).append(tokens)
         for t in range(1, len(tokens) + 1):  # every proper prefix and the sequence itself
             under[tokens[:t]] = under.get(tokens[:t], 0) + 1
 
@@ -74,10 +76,10 @@ class ProposedSet:
         decode to a known key under another spelling are ruled out as they are met (kept with the proposed
         ones, so a resumed agent draws the same) until one is new."""
         while True:
-            if len(self._spelled.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions):
+            if len(self._tokens.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions):
                 return None
             tokens = tuple(int(t) for t in draw(lambda prefix: self.free_counts(space, prefix)))
-            if tokens in self._spelled.get(space_key(space), ()):
+            if self.ruled_out(space, tokens):
                 raise ValueError(f"draw entered an exhausted subtree: {tokens} was ruled out before")
             if not self.seen(space, tokens):
                 return tokens

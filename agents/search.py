@@ -26,6 +26,11 @@ from nas_env.results import EvalResult
 from nas_env.store import ResultStore
 from nas_env.spaces import SearchSpace
 
+#: tensor dtypes that numpy holds exactly (bfloat16 and the like keep torch's own pickling)
+_NUMPY_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+                           torch.int8, torch.uint8, torch.bool})  # fmt: skip
+
+
 class _CheckpointPickler(pickle.Pickler):
     """Pickles a plain CPU tensor as the numpy array it views (rebuilt by ``torch.from_numpy``): about ten times
     cheaper than a tensor's own pickling, which matters for an agent that updates, and so saves its weights and
@@ -36,11 +41,6 @@ class _CheckpointPickler(pickle.Pickler):
                 and not obj.requires_grad and obj.dtype in _NUMPY_DTYPES):  # fmt: skip
             return torch.from_numpy, (obj.numpy(),)
         return NotImplemented
-
-
-#: tensor dtypes that numpy holds exactly (bfloat16 and the like keep torch's own pickling)
-_NUMPY_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
-                           torch.int8, torch.uint8, torch.bool})  # fmt: skip
 
 
 def _serialise(value: Any) -> bytes:

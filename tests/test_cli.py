@@ -221,7 +221,7 @@ def test_a_table_lookup_env_runs_its_children_inline_unless_told(tmp_path: Path)
     """NAS-Bench-201's reward is a lookup: without --executor its children run in the driver (no process per
     child), so a 30-child search takes about a second; an explicit executor is kept, other envs stay local."""
     from nas_cli.main import build_parser, main
-    from nas_cli.search import _search_config
+    from nas_cli.search import DEFAULT_AGENT, DEFAULT_ENV, _search_config
 
     run_dir = tmp_path / "run"
     assert main(["search", "--env", "NAS-Bench-201-v0", "--budget", "30", "--run-dir", str(run_dir), "--no-progress",
@@ -233,8 +233,7 @@ def test_a_table_lookup_env_runs_its_children_inline_unless_told(tmp_path: Path)
 
     def executor(*argv: str) -> str:
         args = parser.parse_args(["search", *argv])
-        args.env = args.env or "NAS-CIFAR10-v0"
-        args.agent, args.seed = args.agent or "reinforce", args.seed or 0
+        args.env, args.agent, args.seed = args.env or DEFAULT_ENV, args.agent or DEFAULT_AGENT, args.seed or 0
         return _search_config(args).executor["executor"]
 
     assert executor("--env", "NAS-Bench-201-v0", "--executor", "local") == "local"
