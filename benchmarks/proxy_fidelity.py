@@ -42,8 +42,9 @@ from nas_env.tabular import NB201Table
 #: the long CIFAR recipe: 16x16 (4x the cheap one's pixels), 20 epochs (2.5x), augmentation: 10x the work
 LONG_CIFAR = {"epochs": 20, "train_images": 4992, "val_images": 555, "resolution": 16, "batch_size": 128,
               "lr": 0.1, "warmup": 0.05, "lr_schedule": "cosine", "label_smoothing": 0.1, "augment": True}
-#: the long PTB recipe: 5x the cheap one's tokens for 2x its epochs, the same model sizes
-LONG_PTB = {**LM_RECIPE_PRESETS["cpu-demo"], "epochs": 8, "train_tokens": 400_000}
+#: the long PTB recipe: 6 passes over the whole training split (929,589 tokens), 11x the cheap one's 500,000
+#: tokens, the same model sizes and optimiser
+LONG_PTB = {**LM_RECIPE_PRESETS["cpu-demo"], "epochs": 6, "train_tokens": None}
 
 
 #: readings of a cheap validation curve besides the reward's (the best of the last 5 epochs), as an analysis
@@ -84,17 +85,28 @@ def evaluators(task: str, cheap: Any, long: Any, seed: int) -> tuple[Any, Any]:
             PTBEvaluator(recipe=long, device="cpu", seed=seed, download=False))  # fmt: skip
 
 
+def pending(args: argparse.Namespace) -> tuple[Path, list[tuple[str, Any]]]:
+    """This part's JSON-lines file in ``args.out`` and its architectures not yet in it (``--part i --parts k``)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"part-{args.part}.jsonl"
+    done = {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.exists() else set()
+    named = architectures(args.task, args.n, args.seed)
+    mine = [(name, arch) for k, (name, arch) in enumerate(named) if k % args.parts == args.part]
+    return path, [(name, arch) for name, arch in mine if name not in done]
+
+
+def finished_rows(out: Path) -> list[dict[str, Any]]:
+    """Every row of every part file in ``out``."""
+    return [json.loads(line) for p in sorted(out.glob("part-*.jsonl")) for line in p.read_text().splitlines()]
+
+
 def run(args: argparse.Namespace) -> None:
     """Train this part's architectures under both recipes, one JSON line each."""
     cheap_ev, long_ev = evaluators(args.task, args.cheap, args.long, args.seed)
     cheap_ev.prepare()
     long_ev.prepare()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"part-{args.part}.jsonl"
-    done = {json.loads(line)["name"] for line in path.read_text().splitlines()} if path.exists() else set()
-    for k, (name, arch) in enumerate(architectures(args.task, args.n, args.seed)):
-        if k % args.parts != args.part or name in done:
-            continue
+    path, todo = pending(args)
+    for name, arch in todo:
         row: dict[str, Any] = {"name": name, "arch": arch.to_dict()}
         for label, ev in (("cheap", cheap_ev), ("long", long_ev)):
             start = time.process_time()
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     """The table of every part's finished rows: N, tau, rho with bootstrap intervals, ties, times."""
-    rows = [json.loads(line) for p in sorted(args.out.glob("part-*.jsonl")) for line in p.read_text().splitlines()]
+    rows = finished_rows(args.out)
     ok = [r for r in rows if r["cheap"]["status"] == "ok" and r["long"]["status"] == "ok"]
     if len(ok) < 3:
         raise SystemExit(f"{len(ok)} finished architectures in {args.out}: too few to rank")

@@ -17,8 +17,11 @@ from nas_env.spaces.base import Architecture
 #: named language-model recipes: the paper's epochs, and small ones that train on a CPU in seconds
 LM_RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},  # 35 epochs over the whole training split, 200 units, bptt 35
-    "cpu-demo": {"epochs": 2, "train_tokens": 40_000, "val_tokens": 8_000, "embed_size": 64, "hidden_size": 64,
-                 "batch_size": 20, "bptt": 20},  # fmt: skip
+    # ~15 s per 8-leaf cell on one CPU thread: one pass over 500,000 tokens, Adam with a warm-up and a linear
+    # decay, and an adaptive softmax (the full 10,000-word one would see a third of the tokens in that time)
+    "cpu-demo": {"epochs": 1, "train_tokens": 500_000, "val_tokens": 8_000, "embed_size": 64, "hidden_size": 64,
+                 "batch_size": 32, "bptt": 20, "dropout": 0.0, "optimizer": "adam", "lr": 0.01, "warmup": 0.05,
+                 "lr_schedule": "linear", "adaptive_softmax_cutoffs": (1000, 4000)},  # fmt: skip
     "tiny": {"epochs": 1, "train_tokens": 6_000, "val_tokens": 2_000, "embed_size": 32, "hidden_size": 32,
              "batch_size": 10, "bptt": 10},  # fmt: skip
 }
@@ -31,6 +34,17 @@ def resolve_lm_recipe(recipe: Any) -> LMRecipe:
 def reward_from_perplexity(perplexity: float, c: float = 80.0) -> float:
     """The paper's PTB reward: c / perplexity^2 (c = 80); 0 for an infinite perplexity."""
     return float(c) / float(perplexity) ** 2 if math.isfinite(perplexity) and perplexity > 0 else 0.0
+
+
+def build_language_model(arch: Architecture, vocab_size: int, recipe: LMRecipe, word_rank: Any = None) -> Any:
+    """The child language model of ``arch`` at the recipe's sizes: a decoder tied to the embedding when their
+    sizes agree, or the recipe's adaptive softmax over ``word_rank`` (see :class:`~nas_env.lm_training.LMTensors`)."""
+    from nas_env.children.rnn_cell import RNNLanguageModel
+
+    tie = recipe.embed_size == recipe.hidden_size and not recipe.adaptive_softmax_cutoffs
+    return RNNLanguageModel(arch, vocab_size, embed_size=recipe.embed_size, hidden_size=recipe.hidden_size,  # type: ignore[arg-type]
+                            dropout=recipe.dropout, tie_weights=tie,
+                            adaptive_softmax_cutoffs=recipe.adaptive_softmax_cutoffs, word_rank=word_rank)  # fmt: skip
 
 
 #: words in the Mikolov PTB vocabulary (with <eos>): the language model's embedding and softmax size
@@ -107,26 +121,20 @@ class PTBEvaluator(Evaluator):
         """Parameters of the child language model (built on the CPU with the recipe's sizes and PTB's 10,000-word
         vocabulary, not trained); FLOPs are not counted for language models (None)."""
         from nas_env.children.cnn import count_params
-        from nas_env.children.rnn_cell import RNNLanguageModel
 
-        b = self.recipe
-        model = RNNLanguageModel(arch, PTB_VOCAB_SIZE, embed_size=b.embed_size, hidden_size=b.hidden_size,  # type: ignore[arg-type]
-                                 dropout=b.dropout, tie_weights=b.embed_size == b.hidden_size)  # fmt: skip
-        return {"params": count_params(model), "flops": None}
+        return {"params": count_params(build_language_model(arch, PTB_VOCAB_SIZE, self.recipe)), "flops": None}
 
     def evaluate(self, arch: Architecture, checkpoint_path: str | Path | None = None) -> EvalResult:
         import torch
 
         from nas_env.children.cnn import count_params
-        from nas_env.children.rnn_cell import RNNLanguageModel
         from nas_env.lm_training import train_language_model
 
         device = resolve_device(self.device)
         data = self.data(device)
         b = self.recipe
         torch.manual_seed(self.seed)
-        model = RNNLanguageModel(arch, data.vocab_size, embed_size=b.embed_size, hidden_size=b.hidden_size,  # type: ignore[arg-type]
-                                 dropout=b.dropout, tie_weights=b.embed_size == b.hidden_size)  # fmt: skip
+        model = build_language_model(arch, data.vocab_size, b, data.word_rank)
         params = count_params(model)
         outcome = train_language_model(model, data, b, device=device, seed=self.seed, checkpoint_path=checkpoint_path)
         common = {

@@ -15,12 +15,11 @@ import pytest
 import torch
 
 import nas_env  # noqa: F401 - registers the ids
-from nas_env.children.rnn_cell import RNNLanguageModel
 from nas_env.data.paths import CorruptDatasetError, DatasetNotFoundError
 from nas_env.data.ptb import PTBCorpus, load_ptb_corpus
 from nas_env.errors import DeviceError, SetupError
 from nas_env.lm_training import LMRecipe, prepare_lm_data, train_language_model
-from nas_env.ptb_evaluator import PTBEvaluator, reward_from_perplexity, resolve_lm_recipe
+from nas_env.ptb_evaluator import PTBEvaluator, build_language_model, reward_from_perplexity, resolve_lm_recipe
 from nas_env.results import Status
 from nas_env.spaces.rnn_cell import RNNCellArchitecture, RNNCellSpace, paper_example
 
@@ -39,8 +38,8 @@ def corpus(data_root: Path) -> PTBCorpus:
 def train(corpus: PTBCorpus, arch: RNNCellArchitecture, recipe: LMRecipe, **kwargs):
     data = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, recipe)
     torch.manual_seed(0)
-    model = RNNLanguageModel(arch, corpus.vocab_size, recipe.embed_size, recipe.hidden_size, recipe.dropout)
-    return train_language_model(model, data, recipe, **kwargs)
+    return train_language_model(build_language_model(arch, corpus.vocab_size, recipe, data.word_rank), data, recipe,
+                                **kwargs)  # fmt: skip
 
 
 def unigram_perplexity(corpus: PTBCorpus, train_tokens: int, val_tokens: int) -> float:
@@ -65,9 +64,13 @@ def test_an_exploding_cell_ends_diverged_not_raised(corpus: PTBCorpus) -> None:
     assert outcome.status is Status.DIVERGED and "non-finite" in (outcome.error or "")
 
 
-def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(corpus: PTBCorpus, tmp_path: Path) -> None:
-    two = LMRecipe(epochs=2, train_tokens=4_000, val_tokens=1_000, embed_size=32, hidden_size=32, batch_size=10,
-                   bptt=10, lr_schedule="constant")  # fmt: skip
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
+    corpus: PTBCorpus, tmp_path: Path, optimizer: str
+) -> None:
+    adam = {"optimizer": "adam", "lr": 0.003, "adaptive_softmax_cutoffs": [500, 2000]} if optimizer == "adam" else {}
+    two = LMRecipe.from_dict({"epochs": 2, "train_tokens": 4_000, "val_tokens": 1_000, "embed_size": 32,
+                              "hidden_size": 32, "batch_size": 10, "bptt": 10, "lr_schedule": "constant", **adam})
     straight = train(corpus, paper_example(), two)
     ckpt = tmp_path / "child.ckpt"
     first = train(corpus, paper_example(), LMRecipe.from_dict({**two.to_dict(), "epochs": 1}), checkpoint_path=ckpt)
@@ -100,6 +103,12 @@ def test_bad_recipes_are_named() -> None:
         LMRecipe(bptt=0)
     with pytest.raises(ValueError, match="LMRecipe field"):
         resolve_lm_recipe({"epochs": 1, "layers": 2})
+    with pytest.raises(ValueError, match="LMRecipe.optimizer must be one of"):
+        LMRecipe(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="adaptive_softmax_cutoffs must increase"):
+        LMRecipe(adaptive_softmax_cutoffs=(4000, 1000))
+    assert LMRecipe.from_dict(LMRecipe(adaptive_softmax_cutoffs=[10, 20]).to_dict()) == LMRecipe(
+        adaptive_softmax_cutoffs=(10, 20))  # a JSON list reads back as the same recipe
     with pytest.raises(ValueError, match="reward_c"):
         PTBEvaluator(reward_c=-1)
 
@@ -139,6 +148,22 @@ def test_prepare_checks_device_data_and_recipe_without_training(data_root: Path,
         PTBEvaluator(recipe="tiny", data_dir=bad, device="cpu").prepare()
     with pytest.raises(SetupError, match="recipe does not fit Penn Treebank: too few tokens"):
         PTBEvaluator(recipe={"train_tokens": 2, "batch_size": 20}, data_dir=data_root / "ptb", device="cpu").prepare()
+    with pytest.raises(SetupError, match=r"adaptive_softmax_cutoffs \[1000, 20000\] must stay below the 10000 words"):
+        PTBEvaluator(recipe={"adaptive_softmax_cutoffs": [1000, 20000]}, data_dir=data_root / "ptb").prepare()
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="device 'cuda' requested but torch sees no CUDA device"):
             PTBEvaluator(recipe="tiny", data_dir=data_root / "ptb", device="cuda").prepare()
+
+
+def test_the_cpu_demo_recipe_on_a_quarter_of_its_tokens_clears_the_unigram_bar(corpus: PTBCorpus) -> None:
+    """Adam and the adaptive softmax over frequency-ranked words, as `cpu-demo` trains them (seconds here)."""
+    demo = resolve_lm_recipe("cpu-demo")
+    assert demo.optimizer == "adam" and demo.adaptive_softmax_cutoffs == (1000, 4000)
+    recipe = LMRecipe.from_dict({**demo.to_dict(), "train_tokens": 125_000, "val_tokens": 5_000})
+    data = prepare_lm_data(corpus.train, corpus.valid, corpus.vocab_size, recipe)
+    assert int(data.word_rank[corpus.word_to_id["the"]]) == 0  # the most frequent word heads the softmax
+    torch.manual_seed(0)
+    outcome = train_language_model(build_language_model(TANH_CELL, corpus.vocab_size, recipe, data.word_rank),
+                                   data, recipe)  # fmt: skip
+    bar = unigram_perplexity(corpus, 125_000, 5_000)  # ~750
+    assert outcome.status is Status.OK and outcome.val_curve[-1] < 0.8 * bar, (outcome.val_curve, bar)

@@ -291,3 +291,27 @@ def test_language_model_untied_and_errors() -> None:
         RNNLanguageModel(arch, 11, embed_size=4, hidden_size=6)
     with pytest.raises(ValueError, match="tokens must be"):
         lm(torch.randint(11, (6,)))
+
+
+def test_adaptive_softmax_is_a_distribution_over_words_in_id_order() -> None:
+    torch.manual_seed(0)
+    vocab, size = 40, 16
+    word_rank = torch.randperm(vocab)  # id -> frequency rank: the adaptive softmax's head holds ranks 0..9
+    lm = RNNLanguageModel(paper_example(), vocab, embed_size=size, hidden_size=size, tie_weights=False,
+                          adaptive_softmax_cutoffs=(10, 25), word_rank=word_rank).eval()  # fmt: skip
+    tokens, targets = torch.randint(vocab, (5, 3)), torch.randint(vocab, (5, 3))
+    log_p, state = lm(tokens)
+    assert log_p.shape == (5, 3, vocab) and state[0].shape == (3, size)
+    assert torch.allclose(log_p.exp().sum(-1), torch.ones(5, 3), atol=1e-5)  # every word scored, once
+    loss, _ = lm.next_word_loss(tokens, targets)
+    by_id = -log_p.gather(-1, targets.unsqueeze(-1)).mean()  # the loss reads each target through its rank
+    assert loss.item() == pytest.approx(by_id.item(), rel=1e-5)
+    head_only = lm.decoder.head.weight.shape[0]
+    assert head_only == 10 + 2  # 10 frequent words and one entry per tail cluster
+    with pytest.raises(ValueError, match="no weight to tie"):
+        RNNLanguageModel(paper_example(), vocab, size, size, adaptive_softmax_cutoffs=(10,))
+    with pytest.raises(ValueError, match="word_rank must be a permutation"):
+        RNNLanguageModel(paper_example(), vocab, size, size, tie_weights=False, adaptive_softmax_cutoffs=(10,),
+                         word_rank=torch.zeros(vocab, dtype=torch.long))  # fmt: skip
+    with pytest.raises(ValueError, match="2 adaptive softmax clusters need hidden_size >= 16, got 8"):
+        RNNLanguageModel(paper_example(), vocab, 8, 8, tie_weights=False, adaptive_softmax_cutoffs=(10, 25))

@@ -25,9 +25,10 @@ unrolls; nothing here clips them (training code may clip gradients or reject suc
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas_env.spaces.rnn_cell import RNNCellArchitecture, tree_children
@@ -123,12 +124,17 @@ class SearchedCell(nn.Module):
 
 
 class RNNLanguageModel(nn.Module):
-    """Word-level LM: embedding -> dropout -> :class:`SearchedCell` over time -> dropout -> linear decoder.
+    """Word-level LM: embedding -> dropout -> :class:`SearchedCell` over time -> dropout -> decoder.
 
     ``forward(tokens (T, B), state=None) -> (logits (T, B, V), (h, c))``; the returned state holds plain
     tensors, so a truncated-BPTT loop can pass ``tuple(s.detach() for s in state)`` to the next call.
-    With ``tie_weights`` (the default) the decoder's weight *is* the embedding's (Press & Wolf 2017;
-    the paper uses it for its PTB cells), which needs ``embed_size == hidden_size``.
+    ``next_word_loss(tokens, targets, state)`` is the mean cross-entropy a trainer minimises.
+    The decoder is a linear layer; with ``tie_weights`` (the default) its weight *is* the embedding's (Press &
+    Wolf 2017; the paper uses it for its PTB cells), which needs ``embed_size == hidden_size``. With
+    ``adaptive_softmax_cutoffs`` it is torch's adaptive softmax instead (Grave et al. 2017: frequent words in a
+    small head, rare ones in clusters behind it), over words ranked by ``word_rank`` (id -> frequency rank;
+    identity if None), which computes the loss without scoring every word; ``forward`` then returns
+    log-probabilities.
     """
 
     def __init__(
@@ -139,12 +145,19 @@ class RNNLanguageModel(nn.Module):
         hidden_size: int = 200,
         dropout: float = 0.0,
         tie_weights: bool = True,
+        adaptive_softmax_cutoffs: Sequence[int] = (),
+        word_rank: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if adaptive_softmax_cutoffs and tie_weights:
+            raise ValueError("an adaptive softmax has no weight to tie to the embedding: pass tie_weights=False")
+        if hidden_size // 4 ** len(adaptive_softmax_cutoffs) < 1:  # cluster i projects to hidden_size / 4^(i+1)
+            raise ValueError(f"{len(adaptive_softmax_cutoffs)} adaptive softmax clusters need hidden_size >= "
+                             f"{4 ** len(adaptive_softmax_cutoffs)}, got {hidden_size}")  # fmt: skip
         if tie_weights and embed_size != hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_size == hidden_size, got embed_size={embed_size}, hidden_size={hidden_size}"
@@ -156,14 +169,24 @@ class RNNLanguageModel(nn.Module):
         self.embedding = nn.Embedding(self.vocab_size, self.embed_size)
         self.drop = nn.Dropout(dropout)
         self.cell = SearchedCell(arch, self.embed_size, self.hidden_size)
-        self.decoder = nn.Linear(self.hidden_size, self.vocab_size)
+        self.decoder: nn.Module
+        if adaptive_softmax_cutoffs:
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(self.hidden_size, self.vocab_size,
+                                                         list(adaptive_softmax_cutoffs), div_value=4.0)  # fmt: skip
+            rank = torch.arange(self.vocab_size) if word_rank is None else torch.as_tensor(word_rank).cpu()
+            if rank.shape != (self.vocab_size,) or not torch.equal(rank.sort().values, torch.arange(self.vocab_size)):
+                raise ValueError(f"word_rank must be a permutation of 0..{self.vocab_size - 1}")
+            self.register_buffer("word_rank", rank.to(torch.long))
+        else:
+            self.decoder = nn.Linear(self.hidden_size, self.vocab_size)
         # as in PyTorch's word_language_model example
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if self.tie_weights:
-            self.decoder.weight = self.embedding.weight
-        else:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        if isinstance(self.decoder, nn.Linear):
+            nn.init.zeros_(self.decoder.bias)
+            if self.tie_weights:
+                self.decoder.weight = self.embedding.weight
+            else:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
     @property
     def arch(self) -> RNNCellArchitecture:
@@ -174,6 +197,24 @@ class RNNLanguageModel(nn.Module):
         return self.cell.init_state(batch_size, device)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        out, state = self._hidden(tokens, state)
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            by_rank = self.decoder.log_prob(out.reshape(-1, self.hidden_size))
+            return by_rank[:, self.word_rank].view(*out.shape[:2], self.vocab_size), state
+        return self.decoder(out), state
+
+    def next_word_loss(
+        self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Mean cross-entropy of ``targets`` (T, B) given ``tokens`` (T, B), and the state after them."""
+        out, state = self._hidden(tokens, state)
+        out, targets = out.reshape(-1, self.hidden_size), targets.reshape(-1)
+        if isinstance(self.decoder, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.decoder(out, self.word_rank[targets]).loss, state
+        return F.cross_entropy(self.decoder(out), targets), state
+
+    def _hidden(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The cell's outputs (T, B, hidden) after dropout, and the last state."""
         if tokens.dim() != 2 or tokens.shape[0] < 1:
             raise ValueError(f"tokens must be (seq_len >= 1, batch), got {tuple(tokens.shape)}")
         if state is None:
@@ -183,5 +224,4 @@ class RNNLanguageModel(nn.Module):
         for wx_t in self.cell.input_projection(emb):  # all time steps' W x in one matmul
             h_t, state = self.cell.step(wx_t, state)
             outputs.append(h_t)
-        out = self.drop(torch.stack(outputs))
-        return self.decoder(out), state
+        return self.drop(torch.stack(outputs)), state
