@@ -29,10 +29,11 @@ from proxy_fidelity import LONG_CIFAR, LONG_PTB, evaluators, finished_rows, pend
 def run(args: argparse.Namespace) -> None:
     """Train this part's architectures under the recipe once per training seed, one JSON line each."""
     evs = {seed: evaluators(args.task, args.recipe, args.recipe, seed)[0] for seed in args.train_seeds}
-    next(iter(evs.values())).prepare()
+    recipe = evs[args.train_seeds[0]].recipe.to_dict()
+    evs[args.train_seeds[0]].prepare()  # the data and recipe checks are the same for every seed
     path, todo = pending(args)
     for name, arch in todo:
-        row: dict = {"name": name, "arch": arch.to_dict(), "recipe": next(iter(evs.values())).recipe.to_dict()}
+        row: dict = {"name": name, "arch": arch.to_dict(), "recipe": recipe}
         for seed, ev in evs.items():
             start = time.process_time()
             result = ev.evaluate(arch)

@@ -36,6 +36,8 @@ from nas_env.spaces.rnn_cell import RNNCellArchitecture, tree_children
 __all__ = ["RNNLanguageModel", "SearchedCell"]
 
 State = tuple[torch.Tensor, torch.Tensor]
+#: each adaptive-softmax cluster projects to hidden_size / ADAPTIVE_DIV^(i + 1) dimensions (torch's div_value)
+ADAPTIVE_DIV = 4
 
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
@@ -155,9 +157,10 @@ class RNNLanguageModel(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if adaptive_softmax_cutoffs and tie_weights:
             raise ValueError("an adaptive softmax has no weight to tie to the embedding: pass tie_weights=False")
-        if hidden_size // 4 ** len(adaptive_softmax_cutoffs) < 1:  # cluster i projects to hidden_size / 4^(i+1)
+        smallest = ADAPTIVE_DIV ** len(adaptive_softmax_cutoffs)  # the last cluster's projection needs >= 1 dim
+        if hidden_size < smallest:
             raise ValueError(f"{len(adaptive_softmax_cutoffs)} adaptive softmax clusters need hidden_size >= "
-                             f"{4 ** len(adaptive_softmax_cutoffs)}, got {hidden_size}")  # fmt: skip
+                             f"{smallest}, got {hidden_size}")  # fmt: skip
         if tie_weights and embed_size != hidden_size:
             raise ValueError(
                 f"tie_weights needs embed_size == hidden_size, got embed_size={embed_size}, hidden_size={hidden_size}"
@@ -171,8 +174,9 @@ class RNNLanguageModel(nn.Module):
         self.cell = SearchedCell(arch, self.embed_size, self.hidden_size)
         self.decoder: nn.Module
         if adaptive_softmax_cutoffs:
-            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(self.hidden_size, self.vocab_size,
-                                                         list(adaptive_softmax_cutoffs), div_value=4.0)  # fmt: skip
+            cutoffs = list(adaptive_softmax_cutoffs)
+            self.decoder = nn.AdaptiveLogSoftmaxWithLoss(self.hidden_size, self.vocab_size, cutoffs,
+                                                         div_value=float(ADAPTIVE_DIV))  # fmt: skip
             rank = torch.arange(self.vocab_size) if word_rank is None else torch.as_tensor(word_rank).cpu()
             if rank.shape != (self.vocab_size,) or not torch.equal(rank.sort().values, torch.arange(self.vocab_size)):
                 raise ValueError(f"word_rank must be a permutation of 0..{self.vocab_size - 1}")
