@@ -8,12 +8,13 @@ from agents.base import Agent
 from agents.evolution import RegularizedEvolutionAgent
 from agents.grid import GridSearchAgent
 from agents.random_search import RandomSearchAgent
-from agents.reinforce import ReinforceAgent, TunedReinforceAgent
+from agents.reinforce import PPOReinforceAgent, ReinforceAgent, TunedReinforceAgent
 from nas_env.spaces.base import SearchSpace
 
 AGENTS: dict[str, type[Agent]] = {
     ReinforceAgent.name: ReinforceAgent,
     TunedReinforceAgent.name: TunedReinforceAgent,
+    PPOReinforceAgent.name: PPOReinforceAgent,
     RandomSearchAgent.name: RandomSearchAgent,
     RegularizedEvolutionAgent.name: RegularizedEvolutionAgent,
     GridSearchAgent.name: GridSearchAgent,

@@ -647,3 +647,18 @@ class TunedReinforceAgent(ReinforceAgent):
         "lr": 0.02, "batch_size": 1, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
         "no_repeat": True, "decision_offsets": True,
     }
+
+
+class PPOReinforceAgent(ReinforceAgent):
+    """The same controller with NASNet's clipped multi-epoch update, the settings recommended for searches of about
+    1,000 evaluations: one head per decision, 16 architectures per update reused for 8 clipped steps, normalised
+    advantages, an entropy bonus that falls to 0 over ``schedule_evaluations`` (set it to the search's budget).
+    Chosen on NAS-Synthetic-v0 tuning seeds (1000+; docs/nb201_comparison.md). Any hyperparameter given still
+    overrides these."""
+
+    name: ClassVar[str] = "reinforce-ppo"
+    defaults: ClassVar[dict[str, Any]] = {
+        "lr": 0.01, "batch_size": 16, "baseline_decay": 0.9, "entropy_coef": 0.03, "entropy_coef_end": 0.0,
+        "schedule_evaluations": 1000, "grad_clip": 1.0, "per_decision_heads": True, "advantage_norm": True,
+        "ppo_clip": 0.2, "ppo_epochs": 8,
+    }

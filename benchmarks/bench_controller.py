@@ -8,8 +8,8 @@ number of architectures one at a time. Run from the repository root:
 
 A second table gives the milliseconds per architecture of ask + tell (sampling and every update) for the
 named agents (``reinforce``: the paper's settings, an update every 8; ``reinforce-tuned``: its options and an
-update after every architecture), on NAS-Bench-201 and the paper's CNN space, against random search's
-ask + tell in the same process.
+update after every architecture; ``reinforce-ppo``: 8 clipped steps on every 16), on NAS-Bench-201 and the
+paper's CNN space, against random search's ask + tell in the same process.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     print("| space | agent | ask 1 | ask 8 |")
     print("|---|---|---|---|")
     for label, space in spaces.items():
-        for agent_name in ("random", "reinforce", "reinforce-tuned"):
+        for agent_name in ("random", "reinforce", "reinforce-tuned", "reinforce-ppo"):
             ms = [ms_per_architecture(agent_name, space, ask, args.min_time) for ask in (1, 8)]
             print(f"| {label} | {agent_name} | {ms[0]:.2f} | {ms[1]:.2f} |", flush=True)
 

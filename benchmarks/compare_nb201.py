@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.reinforce import PPOReinforceAgent
 from evaluation import plots
 from nas_cli.evaluation import parse_seeds
 from evaluation.compare import AgentSpec, CompareSpec, run_compare
@@ -145,6 +146,13 @@ GRIDS["offsets"] = {
 GRIDS["confirm3"] = {
     "nr-tanh1.5-offsets": {**_NR, "tanh_constant": 1.5, "decision_offsets": True},
     "nr-bd0.8-offsets": {**_NR, "baseline_decay": 0.8, "decision_offsets": True},
+}
+
+#: `reinforce-ppo` (the settings for ~1,000 evaluations, chosen on NAS-Synthetic-v0) in a ~100-cell NB201 search:
+#: as named, and with its entropy schedule set to the ~100 evaluations the protocol affords
+GRIDS["ppo"] = {
+    "reinforce-ppo": dict(PPOReinforceAgent.defaults),
+    "reinforce-ppo-schedule100": {**PPOReinforceAgent.defaults, "schedule_evaluations": 100},
 }
 
 #: agent_kwargs of `run` by label (first) or agent name; "reinforce-paper" keeps Zoph & Le's defaults

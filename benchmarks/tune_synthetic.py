@@ -3,7 +3,8 @@ with ``--in-flight`` proposals outstanding (the oldest told first, as the inline
 ``bench_sb3_vs_reinforce.py`` does with ``max_in_flight``), so a sweep costs the controller's time only.
 
 Reported per setting, mean ± std over seeds: the best reward in ``--budget`` architectures and the mean reward of
-the last 100 (how good the policy is at the end). Random search is the reference row. Tune on seeds 1000+; the
+the last 100 (how good the policy is at the end). Random search is the reference row: when it runs first, every
+later row also gets the difference of its last-100 mean to random search's (Welch, 95% CI, p). Tune on seeds 1000+; the
 reported comparison is ``bench_sb3_vs_reinforce.py`` (real run directories) on seeds 0..2.
 
     python benchmarks/tune_synthetic.py --seeds 1000 1001 1002 --settings tuned heads heads-norepeat
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from agents.registry import make_agent
+from evaluation.stats import welch_difference
 from nas_env.evaluators import SyntheticEvaluator
 from nas_env.spaces import CNNSpace
 
@@ -31,6 +33,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("random", {}),
     "paper": ("reinforce", {}),
     "reinforce-tuned": ("reinforce-tuned", {}),
+    "reinforce-ppo": ("reinforce-ppo", {}),
     "tuned": ("reinforce", TUNED_NB201),
     "heads": ("reinforce", HEADS),
     "heads-norepeat": ("reinforce", {**HEADS, "no_repeat": True}),
@@ -77,8 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"NAS-Synthetic-v0 reward, {args.budget} architectures, {args.in_flight} in flight, seeds {args.seeds}")
-    print("| setting | best reward | mean of the last 100 | s per run |")
-    print("|---|---|---|---|")
+    print("| setting | best reward | mean of the last 100 | last 100 - random's [95% CI], p | s per run |")
+    print("|---|---|---|---|---|")
+    random_last: list[float] | None = None
     for label in args.settings:
         if "=" in label:
             label, _, spec = label.partition("=")
@@ -94,8 +98,15 @@ def main() -> None:
             best.append(max(rewards))
             last.append(statistics.fmean(rewards[-100:]))
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+        if agent_name == "random" and not kwargs:
+            random_last, versus = last, ""
+        elif random_last is not None and len(last) > 1:
+            d = welch_difference(last, random_last)
+            versus = f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}], p = {d.p_value:.2g}"
+        else:
+            versus = ""
         print(f"| {label} | {statistics.fmean(best):.3f} ± {sd(best):.3f} | {statistics.fmean(last):.3f} ± "
-              f"{sd(last):.3f} | {statistics.fmean(seconds):.1f} |", flush=True)
+              f"{sd(last):.3f} | {versus} | {statistics.fmean(seconds):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -310,10 +310,10 @@ def test_random_search_is_seeded_and_uniform() -> None:
 
 def test_make_agent_names_and_errors() -> None:
     space = CNNSpace(num_layers=2)
-    assert set(AGENTS) == {"reinforce", "reinforce-tuned", "random", "evolution", "grid"}
+    assert set(AGENTS) == {"reinforce", "reinforce-tuned", "reinforce-ppo", "random", "evolution", "grid"}
     for name, cls in AGENTS.items():
         assert isinstance(make_agent(name, space), cls) and cls.name == name
-    with pytest.raises(ValueError, match="evolution, grid, random, reinforce, reinforce-tuned"):
+    with pytest.raises(ValueError, match="evolution, grid, random, reinforce, reinforce-ppo, reinforce-tuned"):
         make_agent("ppo", space)
     with pytest.raises(TypeError, match="learning_rate"):
         make_agent("reinforce", space, learning_rate=1.0)
