@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.reinforce import PPOReinforceAgent
+from agents.reinforce import PPOReinforceAgent, TunedReinforceAgent
 from evaluation import plots
 from nas_cli.evaluation import parse_seeds
 from evaluation.compare import AgentSpec, CompareSpec, run_compare
@@ -147,6 +147,30 @@ GRIDS["confirm3"] = {
     "nr-tanh1.5-offsets": {**_NR, "tanh_constant": 1.5, "decision_offsets": True},
     "nr-bd0.8-offsets": {**_NR, "baseline_decay": 0.8, "decision_offsets": True},
 }
+
+_TUNED = dict(TunedReinforceAgent.defaults)
+#: one change at a time around `reinforce-tuned`, on all 70 tuning seeds (1000..1069)
+GRIDS["around-tuned"] = {
+    "reinforce-tuned": dict(_TUNED),
+    "lr0.01": {**_TUNED, "lr": 0.01},
+    "lr0.03": {**_TUNED, "lr": 0.03},
+    "ent0.005": {**_TUNED, "entropy_coef": 0.005},
+    "ent0.02": {**_TUNED, "entropy_coef": 0.02},
+    "lr0.03-ent0.02": {**_TUNED, "lr": 0.03, "entropy_coef": 0.02},
+    "bd0.7": {**_TUNED, "baseline_decay": 0.7},
+    "bd0.9": {**_TUNED, "baseline_decay": 0.9},
+    "tanh1.5": {**_TUNED, "tanh_constant": 1.5},
+    "tanh2.5": {**_TUNED, "tanh_constant": 2.5},
+    "clip0.5": {**_TUNED, "grad_clip": 0.5},
+    "clip2": {**_TUNED, "grad_clip": 2.0},
+    "hidden64": {**_TUNED, "hidden_size": 64},
+    "hidden100": {**_TUNED, "hidden_size": 100},
+    "layers1": {**_TUNED, "lstm_layers": 1},
+    "temp1.5": {**_TUNED, "temperature": 1.5},
+}
+
+#: the leaders of "around-tuned" against `reinforce-tuned` on 100 fresh tuning seeds (1070..1169)
+GRIDS["confirm-tuned"] = {label: GRIDS["around-tuned"][label] for label in ("reinforce-tuned", "clip2", "layers1", "bd0.7")}
 
 #: `reinforce-ppo` (the settings for ~1,000 evaluations, chosen on NAS-Synthetic-v0) in a ~100-cell NB201 search:
 #: as named, and with its entropy schedule set to the ~100 evaluations the protocol affords
