@@ -73,7 +73,8 @@ class ReinforceConfig:
     advantage_norm: bool = False  # divide R - b by a running std of R - b (EMA with baseline_decay)
     ppo_clip: float | None = None  # clipped surrogate (NASNet's PPO) with ratio to the sampling policy; None = off
     ppo_epochs: int = 1  # gradient steps per update batch (with ppo_clip)
-    importance_clip: float | None = None  # weight min(c, P_now / P_sampled) on each reward; None = off
+    importance_clip: float | None = None  # weight min(c, P_now / P_sampled) on each reward; None = off (with
+    # ppo_clip it is not applied: PPO's ratio to the sampling policy is that weight)
     entropy_coef_end: float | None = None  # entropy_coef moves linearly to this over schedule_evaluations told
     schedule_evaluations: int = 100  # length of the entropy schedule, in told architectures (the search budget)
 
