@@ -170,7 +170,9 @@ GRIDS["around-tuned"] = {
 }
 
 #: the leaders of "around-tuned" against `reinforce-tuned` on 100 fresh tuning seeds (1070..1169)
-GRIDS["confirm-tuned"] = {label: GRIDS["around-tuned"][label] for label in ("reinforce-tuned", "clip2", "layers1", "bd0.7")}
+GRIDS["confirm-tuned"] = {
+    label: GRIDS["around-tuned"][label] for label in ("reinforce-tuned", "clip2", "layers1", "bd0.7")
+}
 
 #: `reinforce-ppo` (the settings for ~1,000 evaluations, chosen on NAS-Synthetic-v0) in a ~100-cell NB201 search:
 #: as named, and with its entropy schedule set to the ~100 evaluations the protocol affords
