@@ -33,6 +33,7 @@ normalised advantages, a clipped multi-epoch (PPO) update, an entropy schedule o
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import math
@@ -73,6 +74,7 @@ class ReinforceConfig:
     advantage_norm: bool = False  # divide R - b by a running std of R - b (EMA with baseline_decay)
     ppo_clip: float | None = None  # clipped surrogate (NASNet's PPO) with ratio to the sampling policy; None = off
     ppo_epochs: int = 1  # gradient steps per update batch (with ppo_clip)
+    ppo_window: int = 0  # with ppo_clip: the steps reuse the last ppo_window told architectures, not the batch only
     importance_clip: float | None = None  # weight min(c, P_now / P_sampled) on each reward; None = off (with
     # ppo_clip it is not applied: PPO's ratio to the sampling policy is that weight)
     entropy_coef_end: float | None = None  # entropy_coef moves linearly to this over schedule_evaluations told
@@ -85,6 +87,9 @@ class ReinforceConfig:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.ppo_epochs < 1 or self.resample_rounds < 0 or self.schedule_evaluations < 1:
             raise ValueError(f"ppo_epochs and schedule_evaluations must be >= 1, resample_rounds >= 0: {self}")
+        if self.ppo_window and (self.ppo_clip is None or self.ppo_window < self.batch_size):
+            raise ValueError(f"ppo_window needs ppo_clip and must be 0 or >= batch_size ({self.batch_size}), got "
+                             f"{self.ppo_window}")
         for name in ("ppo_clip", "importance_clip"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)}")
@@ -376,6 +381,8 @@ class ReinforceAgent(Agent):
         self.proposed = ProposedSet()  # every architecture asked for (no_repeat)
         self.sampling_log_prob: dict[int, float] = {}  # proposal id -> log P when sampled (PPO / importance)
         self.fallbacks = 0  # no_repeat: proposals drawn uniformly among unseen ones after the re-draws failed
+        #: ppo_window: the last told architectures with the advantage they got when told and their sampling log P
+        self.window: collections.deque[tuple[Proposal, float, float]] = collections.deque(maxlen=self.config.ppo_window)
 
     def set_space(self, space: SearchSpace) -> None:
         self.controller.plan(space)  # fails early on a kind the controller has no head for
@@ -478,7 +485,13 @@ class ReinforceAgent(Agent):
             sampled = torch.tensor([self.sampling_log_prob.pop(p.id) for p in proposals])
         entropy_coef = self.entropy_coef()
         max_norm = config.grad_clip if config.grad_clip is not None else math.inf
-        weight = torch.ones(len(batch))
+        if config.ppo_window:  # the clipped steps see the window: the new batch and the architectures told before it
+            assert sampled is not None
+            self.window.extend(zip(proposals, advantages.tolist(), sampled.tolist()))
+            proposals = [proposal for proposal, _, _ in self.window]
+            advantages = torch.tensor([advantage for _, advantage, _ in self.window])
+            sampled = torch.tensor([log_p for _, _, log_p in self.window])
+        weight = torch.ones(len(proposals))
         for _ in range(config.ppo_epochs if config.ppo_clip is not None else 1):
             log_prob, entropy = self._log_prob(proposals)  # under the current weights
             if config.ppo_clip is not None:
@@ -595,6 +608,8 @@ class ReinforceAgent(Agent):
             "advantage_var": self.advantage_var,
             "sampling_log_prob": {str(k): v for k, v in self.sampling_log_prob.items()},
             "fallbacks": self.fallbacks,
+            "window": [{**self._proposal_to_dict(p), "advantage": advantage, "sampled_log_prob": log_p}
+                       for p, advantage, log_p in self.window],
         }
         if include_weights:
             state.update(controller=self.controller.state_dict(), optimizer=self.optimizer.state_dict())
@@ -617,7 +632,10 @@ class ReinforceAgent(Agent):
         self.load_state_dict({**parts["rest"], **parts["weights"], **parts.get("proposed", {})})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("config") != asdict(self.config) or state.get("kinds") != self.controller.kinds:
+        saved = state.get("config")
+        if isinstance(saved, dict):  # an option added after the checkpoint was written was off when it was
+            saved = {**{k: v for k, v in asdict(ReinforceConfig()).items() if k not in saved}, **saved}
+        if saved != asdict(self.config) or state.get("kinds") != self.controller.kinds:
             raise ValueError(
                 f"state was saved with config {state.get('config')} and kinds {state.get('kinds')}; this agent "
                 f"has {asdict(self.config)} and {self.controller.kinds}: construct it with the same hyperparameters"
@@ -631,6 +649,9 @@ class ReinforceAgent(Agent):
         self.advantage_var = state.get("advantage_var")  # absent from checkpoints older than the options
         self.sampling_log_prob = {int(k): float(v) for k, v in state.get("sampling_log_prob", {}).items()}
         self.fallbacks = int(state.get("fallbacks", 0))
+        self.window.clear()
+        self.window.extend((self._proposal_from_dict(d), float(d["advantage"]), float(d["sampled_log_prob"]))
+                           for d in state.get("window", []))
         self.proposed.load(state.get("proposed", {}), lambda key: self._resolve_space(json.loads(key)))
         generator = state["generator"]
         if isinstance(generator, (bytes, bytearray)):

@@ -181,6 +181,27 @@ GRIDS["ppo"] = {
     "reinforce-ppo-schedule100": {**PPOReinforceAgent.defaults, "schedule_evaluations": 100},
 }
 
+#: `reinforce-tuned` with the clipped update on a sliding window: after every architecture, clipped steps on the last
+#: `ppo_window` told architectures (their advantages as when told), so the first updates come at once and each
+#: reward is reused while it stays within the clip
+_WINDOW = {**_TUNED, "ppo_clip": 0.2}
+GRIDS["window"] = {
+    "reinforce-tuned": dict(_TUNED),
+    "w16-e4-an-ent0": {**_WINDOW, "ppo_window": 16, "ppo_epochs": 4, "lr": 0.01, "advantage_norm": True,
+                       "entropy_coef": 0.0},
+    "w16-e4-an-ent0.0025": {**_WINDOW, "ppo_window": 16, "ppo_epochs": 4, "lr": 0.01, "advantage_norm": True,
+                            "entropy_coef": 0.0025},
+    "w16-e4-ent0.0025": {**_WINDOW, "ppo_window": 16, "ppo_epochs": 4, "lr": 0.01, "entropy_coef": 0.0025},
+    "w16-e4-lr0.02-ent0.0025": {**_WINDOW, "ppo_window": 16, "ppo_epochs": 4, "entropy_coef": 0.0025},
+    "w8-e2-ent0.005": {**_WINDOW, "ppo_window": 8, "ppo_epochs": 2, "entropy_coef": 0.005},
+    "m4-w16-e4-an-ent0": {**_WINDOW, "batch_size": 4, "ppo_window": 16, "ppo_epochs": 4, "lr": 0.01,
+                          "advantage_norm": True, "entropy_coef": 0.0},
+}
+#: the window's NB201 leader without `no_repeat` (which costs the end of a 1,000-architecture search)
+GRIDS["window2"] = {
+    "w16-e4-an-ent0.0025-repeats": {**GRIDS["window"]["w16-e4-an-ent0.0025"], "no_repeat": False},
+}
+
 #: agent_kwargs of `run` by label (first) or agent name; "reinforce-paper" keeps Zoph & Le's defaults
 PRESETS: dict[str, dict[str, Any]] = {"reinforce": REINFORCE_KWARGS, "evolution": REA_KWARGS, "reinforce-paper": {},
                                      "reinforce-tuned": {}}

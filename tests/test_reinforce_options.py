@@ -34,10 +34,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "advantage_norm": {"advantage_norm": True, "lr": 0.005},
     "ppo": {"ppo_clip": 0.2, "ppo_epochs": 4, "batch_size": 4, "advantage_norm": True, "lr": 0.005},
     "importance": {"importance_clip": 2.0},
+    "ppo_window": {"ppo_clip": 0.2, "ppo_epochs": 2, "ppo_window": 6, "batch_size": 2, "advantage_norm": True,
+                   "lr": 0.01, "entropy_coef": 0.0},
     "entropy_schedule": {"entropy_coef": 0.02, "entropy_coef_end": 0.0, "schedule_evaluations": 150},
 }
 ALL_ON = {"per_decision_heads": True, "decision_offsets": True, "no_repeat": True, "advantage_norm": True, "ppo_clip": 0.2, "ppo_epochs": 2,
-          "importance_clip": 2.0, "entropy_coef_end": 0.0, "schedule_evaluations": 30, "batch_size": 3}
+          "ppo_window": 7, "importance_clip": 2.0, "entropy_coef_end": 0.0, "schedule_evaluations": 30, "batch_size": 3}
 
 
 def search(agent: Any, score: Callable[[tuple[int, ...]], float], n: int, ask: int = 1) -> np.ndarray:
@@ -149,6 +151,22 @@ def test_resume_from_checkpoint_parts_is_exact_with_every_option_on(space: Searc
         return tokens, logs, [float(v.sum()) for v in a.controller.state_dict().values()]
 
     assert go_on(agent) == go_on(restored)
+
+
+def test_a_checkpoint_written_before_an_option_existed_resumes_with_the_option_off() -> None:
+    """A run saved by an older version has no entry for a newer option (here ``ppo_window``): it resumes with the
+    option off, and a different setting of the option is still refused."""
+    space = NB201Space()
+    evaluator = SyntheticEvaluator(space, target_seed=2)
+    agent = make_agent("reinforce-tuned", space, seed=3)
+    search(agent, evaluator.score, 12)
+    state = agent.state_dict()
+    del state["config"]["ppo_window"], state["window"]
+    restored = make_agent("reinforce-tuned", space, seed=3)
+    restored.load_state_dict(state)
+    assert [p.tokens for p in restored.ask(4)] == [p.tokens for p in agent.ask(4)]
+    with pytest.raises(ValueError, match="same hyperparameters"):
+        make_agent("reinforce-tuned", space, seed=3, ppo_clip=0.2, ppo_window=4).load_state_dict(state)
 
 
 #: sha256 of the proposals of ``_default_proposals`` before the options existed (same seed, same code path)
