@@ -394,13 +394,16 @@ class ReinforceAgent(Agent):
         never proposed before (fewer, or none, once the space is exhausted)."""
         n = self._check_n(n)
         with torch.no_grad():
+            log_prob = None  # of the rows under the policy they were drawn from, when the draw computed it
             if self.config.no_repeat:
                 rows = self._sample_new(n)
             else:
-                rows = self.controller.sample(n, self.space, self.generator)[0].tolist()
+                tokens, log_prob, _ = self.controller.sample(n, self.space, self.generator)
+                rows = tokens.tolist()
             proposals = [self._new_proposal(row, self.space) for row in rows]
             if self.config.tracks_sampling_log_prob and proposals:
-                log_prob, _ = self._log_prob(proposals)
+                if log_prob is None:  # no_repeat's rows come from several draws and masked passes
+                    log_prob, _ = self._log_prob(proposals)
                 self.sampling_log_prob.update({p.id: float(lp) for p, lp in zip(proposals, log_prob)})
         return proposals
 

@@ -153,6 +153,23 @@ def test_resume_from_checkpoint_parts_is_exact_with_every_option_on(space: Searc
     assert go_on(agent) == go_on(restored)
 
 
+@pytest.mark.parametrize("space", [NB201Space(), CNNSpace(num_layers=4)], ids=["nb201", "cnn"])
+def test_the_sampling_probability_kept_by_ask_is_the_policy_s(space: SearchSpace) -> None:
+    """PPO's ratio needs log P(proposal) under the policy that sampled it: ``ask`` keeps what its sampling pass
+    computed, which must equal a teacher-forced pass over the same tokens, also after updates."""
+    agent = make_agent("reinforce-ppo", space, seed=4, batch_size=4)
+    evaluator = SyntheticEvaluator(space, target_seed=1)
+    for n in (1, 3, 8, 2, 5, 1):
+        proposals = agent.ask(n)
+        kept = torch.tensor([agent.sampling_log_prob[p.id] for p in proposals])
+        with torch.no_grad():
+            recomputed, _ = agent._log_prob(proposals)
+        torch.testing.assert_close(kept, recomputed, rtol=0, atol=1e-5)
+        for proposal in proposals:
+            agent.tell(proposal, evaluator.score(proposal.tokens))
+    assert agent.num_updates >= 4
+
+
 def test_a_checkpoint_written_before_an_option_existed_resumes_with_the_option_off() -> None:
     """A run saved by an older version has no entry for a newer option (here ``ppo_window``): it resumes with the
     option off, and a different setting of the option is still refused."""
