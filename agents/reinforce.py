@@ -404,7 +404,7 @@ class ReinforceAgent(Agent):
             if self.config.tracks_sampling_log_prob and proposals:
                 if log_prob is None:  # no_repeat's rows come from several draws and masked passes
                     log_prob, _ = self._log_prob(proposals)
-                self.sampling_log_prob.update({p.id: float(lp) for p, lp in zip(proposals, log_prob)})
+                self.sampling_log_prob.update(zip((p.id for p in proposals), log_prob.tolist()))
         return proposals
 
     def _sample_new(self, n: int) -> list[list[int]]:

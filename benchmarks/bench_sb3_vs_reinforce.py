@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from evaluation.stats import welch_difference
+from evaluation.stats import Difference, welch_difference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENTS = ("reinforce", "random", "ppo", "a2c", "maskable-ppo", "recurrent-ppo")
@@ -72,20 +72,17 @@ def run_one(env_id: str, spec: str, seed: int, budget: int, parallel: int, out: 
 def summarize(runs: list[dict[str, Any]], agents: list[str], last: int = 100) -> list[dict[str, Any]]:
     """Per agent: mean ± std over seeds of the final best reward and of the mean of the last ``last`` rewards,
     and (when random search ran too) that mean's difference to random search's (Welch, 95% CI, p)."""
-    def tail_means(agent: str) -> list[float]:
-        return [statistics.fmean(r["rewards"][-last:]) for r in runs if r["agent"] == agent]
-
-    random_tail = tail_means("random") if "random" in agents else []
+    tails = {agent: [statistics.fmean(r["rewards"][-last:]) for r in runs if r["agent"] == agent] for agent in agents}
+    random_tail = tails.get("random", [])
     rows = []
     for agent in agents:
         mine = [r for r in runs if r["agent"] == agent]
         best = [max(r["rewards"]) for r in mine]
-        tail = tail_means(agent)
+        tail = tails[agent]
         wall = [r["wall_time_s"] for r in mine]
         versus = None
         if agent != "random" and len(tail) > 1 and len(random_tail) > 1:
-            d = welch_difference(tail, random_tail)
-            versus = {"diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value}
+            versus = welch_difference(tail, random_tail).to_dict()
         rows.append(
             {
                 "agent": agent,
@@ -109,7 +106,7 @@ def markdown_table(rows: list[dict[str, Any]], budget: int, last: int = 100) -> 
     ]
     for r in rows:
         d = r["last_minus_random"]
-        versus = f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {d['p']:.2g}" if d else ""
+        versus = Difference(**d).text() if d else ""
         lines.append(
             f"| {r['agent']} | {r['seeds']} | {r['best_mean']:.3f} ± {r['best_std']:.3f} | "
             f"{r['last_mean']:.3f} ± {r['last_std']:.3f} | {versus} | {r['wall_s']:.0f} |"

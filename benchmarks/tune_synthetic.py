@@ -101,8 +101,7 @@ def main() -> None:
         if agent_name == "random" and not kwargs:
             random_last, versus = last, ""
         elif random_last is not None and len(last) > 1:
-            d = welch_difference(last, random_last)
-            versus = f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}], p = {d.p_value:.2g}"
+            versus = welch_difference(last, random_last).text()
         else:
             versus = ""
         print(f"| {label} | {statistics.fmean(best):.3f} ± {sd(best):.3f} | {statistics.fmean(last):.3f} ± "

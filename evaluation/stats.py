@@ -131,6 +131,11 @@ class Difference:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def text(self, digits: int = 3) -> str:
+        """One line for a table: ``+0.019 [+0.012, +0.026], p = 3.3e-06``."""
+        low, high = f"{self.ci_low:+.{digits}f}", f"{self.ci_high:+.{digits}f}"
+        return f"{self.diff:+.{digits}f} [{low}, {high}], p = {self.p_value:.2g}"
+
 
 def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
     """Welch's unequal-variance comparison of two independent samples (each of size >= 2).
