@@ -46,7 +46,7 @@ from evaluation import thresholds as ttt
 from evaluation.curves import Curve, group_curves
 from evaluation.html import write_atomic
 from evaluation.pareto import pareto_ranks
-from evaluation.stats import MeanCI, mean_ci, welch_difference
+from evaluation.stats import MeanCI, mean_ci, p_text, welch_difference
 from evaluation.traces import RunTrace, Step, load_trace
 
 PCT = 100.0  # test accuracies are stored in [0, 1]; tables show % like the published figures
@@ -408,7 +408,7 @@ def _agent_cells(a: dict[str, Any], spec: CompareSpec, has_test: bool, has_optim
             cells.append("(reference)")
         elif "diff_vs_ref" in a:
             d = 2 if a["diff_of"] == "test_acc" else 4
-            cells.append(f"{a['diff_vs_ref']:+.{d}f} [{a['diff_ci_low']:+.{d}f}, {a['diff_ci_high']:+.{d}f}], p={a['diff_p']:.2g}")
+            cells.append(f"{a['diff_vs_ref']:+.{d}f} [{a['diff_ci_low']:+.{d}f}, {a['diff_ci_high']:+.{d}f}], {p_text(a['diff_p'])}")
         else:
             cells.append("-")
     return cells

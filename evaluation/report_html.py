@@ -19,6 +19,7 @@ import numpy as np
 from evaluation import plots
 from evaluation.html import esc, figure_html, kv_table, num, page, table
 from evaluation.pareto import pareto_front
+from evaluation.stats import p_text
 from evaluation.traces import RunTrace, Step
 
 PAGE = "index.html"
@@ -235,7 +236,7 @@ def compare_page(spec: Any, agents: list[dict[str, Any]], runs: list[dict[str, A
             if a["label"] == spec.reference_label:
                 cells.append("(reference)")
             elif "diff_vs_ref" in a:
-                cells.append(esc(f"{a['diff_vs_ref']:+.3g} [{a['diff_ci_low']:+.3g}, {a['diff_ci_high']:+.3g}], p={a['diff_p']:.2g}"))
+                cells.append(esc(f"{a['diff_vs_ref']:+.3g} [{a['diff_ci_low']:+.3g}, {a['diff_ci_high']:+.3g}], {p_text(a['diff_p'])}"))
             else:
                 cells.append("-")
         trs.append(({"label": a["label"], "best-reward-mean": repr(float(a["best_reward_mean"]))}, cells))

@@ -76,6 +76,15 @@ def _check_df(df: int | float) -> int:
     return int(df)
 
 
+#: below this a two-sided p-value from ``2 (1 - t_cdf)`` is rounding error (doubles resolve 1 - cdf to ~1e-16)
+P_VALUE_FLOOR = 1e-14
+
+
+def p_text(p: float) -> str:
+    """``p = 0.0026`` for a table, or ``p < 1e-14`` where the value is below what the t CDF resolves (never "p = 0")."""
+    return f"p < {P_VALUE_FLOOR:.0e}" if p < P_VALUE_FLOOR else f"p = {p:.2g}"
+
+
 # ---------------------------------------------------------------------------------------------- summaries
 @dataclass(frozen=True)
 class MeanCI:
@@ -134,7 +143,7 @@ class Difference:
     def text(self, digits: int = 3) -> str:
         """One line for a table: ``+0.019 [+0.012, +0.026], p = 3.3e-06``."""
         low, high = f"{self.ci_low:+.{digits}f}", f"{self.ci_high:+.{digits}f}"
-        return f"{self.diff:+.{digits}f} [{low}, {high}], p = {self.p_value:.2g}"
+        return f"{self.diff:+.{digits}f} [{low}, {high}], {p_text(self.p_value)}"
 
 
 def welch_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:

@@ -95,6 +95,14 @@ def test_welch_difference() -> None:
     assert 0.05 < d.p_value < 0.06  # scipy (df not floored): 0.0532; floored df 6: slightly larger
 
 
+def test_a_difference_far_beyond_the_t_cdf_s_resolution_is_not_printed_as_p_0() -> None:
+    """Two samples 20 standard errors apart: 2 (1 - cdf) rounds to 0, the text says how small it is instead."""
+    far = welch_difference([10.0, 10.1, 9.9, 10.05, 9.95] * 40, [0.0, 0.1, -0.1, 0.05, -0.05] * 40)
+    assert far.p_value < 1e-14
+    assert far.text().endswith("p < 1e-14") and "p = 0" not in far.text()
+    assert welch_difference([1, 2, 3, 4, 5], [2, 4, 6, 8, 10, 12]).text(1) == "-4.0 [-8.1, +0.1], p = 0.055"
+
+
 # ---------------------------------------------------------------------------------------------- compare
 def test_compare_writes_the_report_files(compare_dir: Path) -> None:
     for name in ("summary.md", "summary.csv", "summary.json", "runs.csv", "curves.csv", "timings.json",
