@@ -28,7 +28,8 @@ recomputed under the *current* weights (no importance correction), like a replic
 
 Options beyond the paper (all off by default; ``reinforce-tuned`` turns some on, docs/nb201_comparison.md
 measures each): per-decision heads or per-decision offsets on the per-kind heads, no repeated proposals,
-normalised advantages, a clipped multi-epoch (PPO) update, an entropy schedule over the budget.
+normalised advantages, a clipped multi-epoch (PPO) update, an entropy schedule over the budget, self-imitation
+of the best architectures found so far.
 """
 
 from __future__ import annotations
@@ -79,12 +80,16 @@ class ReinforceConfig:
     # ppo_clip it is not applied: PPO's ratio to the sampling policy is that weight)
     entropy_coef_end: float | None = None  # entropy_coef moves linearly to this over schedule_evaluations told
     schedule_evaluations: int = 100  # length of the entropy schedule, in told architectures (the search budget)
+    self_imitation: int = 0  # every update also pushes up the best N told architectures still above the baseline
+    self_imitation_coef: float = 1.0  # weight of that term (self-imitation learning, Oh et al. 2018)
 
     def __post_init__(self) -> None:
         if self.lstm_layers < 1 or self.hidden_size < 1 or self.batch_size < 1:
             raise ValueError(f"lstm_layers, hidden_size and batch_size must be >= 1: {self}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.self_imitation < 0 or self.self_imitation_coef < 0:
+            raise ValueError(f"self_imitation and self_imitation_coef must be >= 0: {self}")
         if self.ppo_epochs < 1 or self.resample_rounds < 0 or self.schedule_evaluations < 1:
             raise ValueError(f"ppo_epochs and schedule_evaluations must be >= 1, resample_rounds >= 0: {self}")
         if self.ppo_window and (self.ppo_clip is None or self.ppo_window < self.batch_size):
@@ -383,6 +388,7 @@ class ReinforceAgent(Agent):
         self.fallbacks = 0  # no_repeat: proposals drawn uniformly among unseen ones after the re-draws failed
         #: ppo_window: the last told architectures with the advantage they got when told and their sampling log P
         self.window: collections.deque[tuple[Proposal, float, float]] = collections.deque(maxlen=self.config.ppo_window)
+        self.elite: list[tuple[Proposal, float]] = []  # self_imitation: the best told architectures and their rewards
 
     def set_space(self, space: SearchSpace) -> None:
         self.controller.plan(space)  # fails early on a kind the controller has no head for
@@ -495,8 +501,11 @@ class ReinforceAgent(Agent):
             advantages = torch.tensor([advantage for _, advantage, _ in self.window])
             sampled = torch.tensor([log_p for _, _, log_p in self.window])
         weight = torch.ones(len(proposals))
+        elite, elite_advantages = self._elite_above(self.baseline)
         for _ in range(config.ppo_epochs if config.ppo_clip is not None else 1):
-            log_prob, entropy = self._log_prob(proposals)  # under the current weights
+            log_prob, entropy = self._log_prob(proposals + elite)  # under the current weights, in one pass
+            elite_log_prob, log_prob, entropy = log_prob[len(proposals):], log_prob[: len(proposals)], \
+                entropy[: len(proposals)]
             if config.ppo_clip is not None:
                 assert sampled is not None
                 ratio = torch.exp(log_prob - sampled)
@@ -508,12 +517,15 @@ class ReinforceAgent(Agent):
                     weight = torch.exp(log_prob.detach() - sampled).clamp(max=config.importance_clip)
                 policy_loss = -(weight * advantages * log_prob).mean()
             loss = policy_loss - entropy_coef * entropy.mean()
+            if elite:  # self-imitation: the best architectures so far, each by how far it is above the baseline
+                loss = loss - config.self_imitation_coef * (elite_advantages * elite_log_prob).sum() / config.self_imitation
             self.optimizer.zero_grad()
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm, foreach=True)
             self.optimizer.step()
         for reward in rewards.tolist():  # b <- decay * b + (1 - decay) * R, after the advantages
             self.baseline = config.baseline_decay * self.baseline + (1 - config.baseline_decay) * reward
+        self._remember_best(batch)
         self.num_updates += 1
         scalars = {
             "reinforce/loss": float(loss.detach()),
@@ -531,7 +543,28 @@ class ReinforceAgent(Agent):
             scalars["reinforce/importance_weight"] = float(weight.mean())
         if config.no_repeat:
             scalars["reinforce/fallbacks"] = float(self.fallbacks)
+        if config.self_imitation:
+            scalars["reinforce/self_imitation"] = float(len(elite))
         return scalars
+
+    def _elite_above(self, baseline: float) -> tuple[list[Proposal], torch.Tensor]:
+        """The remembered best architectures whose reward is above ``baseline``, and their advantages R - b (divided
+        by the running std with ``advantage_norm``, as the batch's are)."""
+        above = [(proposal, reward) for proposal, reward in self.elite if reward > baseline]
+        advantages = torch.tensor([reward - baseline for _, reward in above])
+        if self.config.advantage_norm and self.advantage_var:
+            advantages = advantages / (math.sqrt(self.advantage_var) + 1e-8)
+        return [proposal for proposal, _ in above], advantages
+
+    def _remember_best(self, batch: list[tuple[Proposal, float]]) -> None:
+        """Keep the ``self_imitation`` best told architectures (by reward, the earlier first on ties; one entry per
+        spelling)."""
+        if not self.config.self_imitation:
+            return
+        known = {(space_key(p.space), p.tokens) for p, _ in self.elite}
+        fresh = [(p, r) for p, r in batch if (space_key(p.space), p.tokens) not in known]
+        ranked = sorted(self.elite + fresh, key=lambda item: (-item[1], item[0].id))
+        self.elite = ranked[: self.config.self_imitation]
 
     def _log_prob(self, proposals: Sequence[Proposal]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probabilities and entropies, one pass per space (the curriculum may mix depths)."""
@@ -613,6 +646,7 @@ class ReinforceAgent(Agent):
             "fallbacks": self.fallbacks,
             "window": [{**self._proposal_to_dict(p), "advantage": advantage, "sampled_log_prob": log_p}
                        for p, advantage, log_p in self.window],
+            "elite": [{**self._proposal_to_dict(p), "reward": reward} for p, reward in self.elite],
         }
         if include_weights:
             state.update(controller=self.controller.state_dict(), optimizer=self.optimizer.state_dict())
@@ -655,6 +689,7 @@ class ReinforceAgent(Agent):
         self.window.clear()
         self.window.extend((self._proposal_from_dict(d), float(d["advantage"]), float(d["sampled_log_prob"]))
                            for d in state.get("window", []))
+        self.elite = [(self._proposal_from_dict(d), float(d["reward"])) for d in state.get("elite", [])]
         self.proposed.load(state.get("proposed", {}), lambda key: self._resolve_space(json.loads(key)))
         generator = state["generator"]
         if isinstance(generator, (bytes, bytearray)):
@@ -670,7 +705,7 @@ class TunedReinforceAgent(ReinforceAgent):
     name: ClassVar[str] = "reinforce-tuned"
     defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.02, "batch_size": 1, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
-        "no_repeat": True, "decision_offsets": True,
+        "no_repeat": True, "decision_offsets": True, "self_imitation": 4,
     }
 
 

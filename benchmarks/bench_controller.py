@@ -9,14 +9,15 @@ number of architectures one at a time. Run from the repository root:
 A second table gives the milliseconds per architecture of ask + tell (sampling and every update) for the
 named agents (``reinforce``: the paper's settings, an update every 8; ``reinforce-tuned``: its options and an
 update after every architecture; ``reinforce-ppo``: 8 clipped steps on every 16), on NAS-Bench-201 and the
-paper's CNN space, against random search's ask + tell in the same process.
+paper's CNN space, against random search's ask + tell in the same process (and ``reinforce-tuned`` against itself
+without self-imitation, the cost of that option).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -65,10 +66,10 @@ def bench_space(space: CNNSpace, batch: int, min_time: float) -> dict[str, float
     }
 
 
-def ms_per_architecture(agent_name: str, space: SearchSpace, ask: int, min_time: float) -> float:
+def ms_per_architecture(agent_name: str, space: SearchSpace, ask: int, min_time: float, **kwargs: Any) -> float:
     """Milliseconds per architecture of ``ask(ask)`` + a tell of each (a fixed reward that varies with the tokens),
     in a steady state: the agent first runs 200 architectures so that its policy is no longer uniform."""
-    agent = make_agent(agent_name, space, seed=0)
+    agent = make_agent(agent_name, space, seed=0, **kwargs)
 
     def step() -> None:
         for proposal in agent.ask(ask):
@@ -77,6 +78,17 @@ def ms_per_architecture(agent_name: str, space: SearchSpace, ask: int, min_time:
     for _ in range(200 // ask):
         step()
     return 1000.0 / rate(step, ask, min_time)
+
+
+#: the second table's rows: label -> (agent name, hyperparameters); the second row of reinforce-tuned is its own
+#: baseline for the cost of self-imitation (its latest option), measured in the same process
+AGENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "random": ("random", {}),
+    "reinforce": ("reinforce", {}),
+    "reinforce-tuned": ("reinforce-tuned", {}),
+    "reinforce-tuned without self-imitation": ("reinforce-tuned", {"self_imitation": 0}),
+    "reinforce-ppo": ("reinforce-ppo", {}),
+}
 
 
 def main() -> None:
@@ -107,9 +119,9 @@ def main() -> None:
     print("| space | agent | ask 1 | ask 8 |")
     print("|---|---|---|---|")
     for label, space in spaces.items():
-        for agent_name in ("random", "reinforce", "reinforce-tuned", "reinforce-ppo"):
-            ms = [ms_per_architecture(agent_name, space, ask, args.min_time) for ask in (1, 8)]
-            print(f"| {label} | {agent_name} | {ms[0]:.2f} | {ms[1]:.2f} |", flush=True)
+        for agent_label, (agent_name, kwargs) in AGENTS.items():
+            ms = [ms_per_architecture(agent_name, space, ask, args.min_time, **kwargs) for ask in (1, 8)]
+            print(f"| {label} | {agent_label} | {ms[0]:.2f} | {ms[1]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

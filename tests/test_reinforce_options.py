@@ -37,9 +37,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "ppo_window": {"ppo_clip": 0.2, "ppo_epochs": 2, "ppo_window": 6, "batch_size": 2, "advantage_norm": True,
                    "lr": 0.01, "entropy_coef": 0.0},
     "entropy_schedule": {"entropy_coef": 0.02, "entropy_coef_end": 0.0, "schedule_evaluations": 150},
+    "self_imitation": {"self_imitation": 4},
 }
 ALL_ON = {"per_decision_heads": True, "decision_offsets": True, "no_repeat": True, "advantage_norm": True, "ppo_clip": 0.2, "ppo_epochs": 2,
-          "ppo_window": 7, "importance_clip": 2.0, "entropy_coef_end": 0.0, "schedule_evaluations": 30, "batch_size": 3}
+          "ppo_window": 7, "importance_clip": 2.0, "entropy_coef_end": 0.0, "schedule_evaluations": 30, "batch_size": 3,
+          "self_imitation": 3}
 
 
 def search(agent: Any, score: Callable[[tuple[int, ...]], float], n: int, ask: int = 1) -> np.ndarray:
@@ -117,6 +119,31 @@ def test_no_repeat_includes_what_is_in_flight() -> None:
     second = agent.ask(5)
     assert len(first) == 5 and len(second) == 4
     assert len({p.tokens for p in first + second}) == 9
+
+
+# ---------------------------------------------------------------------------------------------- self-imitation
+def test_self_imitation_keeps_the_best_told_architectures_and_pulls_the_policy_back_to_them() -> None:
+    """The remembered set is the N best told architectures (ties: the earlier one), and its term raises the
+    probability of the best one while every new reward is below it (the batch's own term alone lowers it)."""
+    space = NB201Space()
+    probabilities = {}
+    for n in (0, 3):
+        agent = ReinforceAgent(space, seed=2, lr=0.05, batch_size=1, self_imitation=n)
+        best = agent.ask(1)[0]
+        agent.tell(best, 1.0)  # the first reward: the baseline starts at 1.0
+        rewards = {best.tokens: 1.0}
+        for k in range(12):
+            proposal = agent.ask(1)[0]
+            rewards.setdefault(proposal.tokens, 0.5 - 0.01 * k)
+            agent.tell(proposal, rewards[proposal.tokens])
+        with torch.no_grad():
+            probabilities[n] = float(agent._log_prob([best])[0].exp())
+        if n:
+            kept = [(p.tokens, reward) for p, reward in agent.elite]
+            expected = sorted(rewards.items(), key=lambda item: -item[1])[:n]
+            assert kept == expected
+            assert len({tokens for tokens, _ in kept}) == n
+    assert probabilities[3] > 10 * probabilities[0], probabilities
 
 
 # ---------------------------------------------------------------------------------------------- resume and defaults
