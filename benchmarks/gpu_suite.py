@@ -208,7 +208,8 @@ def sharing(args: argparse.Namespace, sz: dict[str, Any], device: torch.device) 
         per_hour = k * 3600 / (PAPER_EPOCHS * epoch_s)
         base = base or per_hour
         mems = ", ".join(f"{r['peak_mb']:.0f}" for r in results)
-        print(f"{k:>2} {epoch_s:>16.2f} {per_hour:>14.1f} {per_hour / base:>6.2f}x {mems:>19}", flush=True)
+        rate = f"{per_hour:.1f}" if per_hour >= 1 else f"{per_hour:.2g}"  # a slow CPU's dry run is not "0.0"
+        print(f"{k:>2} {epoch_s:>16.2f} {rate:>14} {per_hour / base:>6.2f}x {mems:>19}", flush=True)
     print("(epoch s scaled to 45,000 images; a child = 50 such epochs, validation not included)")
 
 

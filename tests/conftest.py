@@ -120,10 +120,13 @@ def one_torch_thread() -> Iterator[None]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n``, see pyproject's addopts) every test of the one-node SLURM cluster runs on one
     worker, so the session starts one cluster; the other tests spread over the workers. The SLURM tests come
-    first: their worker starts on them while the others share the rest, instead of ending the run alone."""
+    first, then the tests marked ``minutes``: each starts while the SLURM worker mostly waits on its jobs,
+    instead of ending the run alone or competing with the busiest part of it for the two cores."""
     slurm = []
     for item in items:
         if item.get_closest_marker("slurm") is not None or "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
             slurm.append(item)
-    items[:] = slurm + [item for item in items if item not in slurm]
+    rest = [item for item in items if item not in slurm]
+    long_first = [item for item in rest if item.get_closest_marker("minutes") is not None]
+    items[:] = slurm + long_first + [item for item in rest if item not in long_first]

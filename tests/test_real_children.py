@@ -198,6 +198,8 @@ def test_a_job_that_cannot_see_the_data_stops_the_search_with_one_line(
 
 
 @pytest.mark.slow
+@pytest.mark.minutes
+@pytest.mark.timeout(1300)  # the subprocess's 1200 s bounds it; 6 trainings: ~3.5 min alone on an AVX2-only CPU
 def test_the_readme_first_command_on_the_real_cifar10_subset(tmp_path: Path, data_root: Path) -> None:
     """README.md's ``nas search``, as it runs with no options (NAS-CIFAR10-v0, reinforce, budget 6, recipe
     auto = cpu-demo on a CPU, local executor, one child in flight), on the real subset through NAS_DATA_DIR."""
@@ -209,7 +211,7 @@ def test_the_readme_first_command_on_the_real_cifar10_subset(tmp_path: Path, dat
         env.pop(name, None)
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "nas_cli", "search", "--no-progress", "--run-dir", str(run_dir)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)  # fmt: skip
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)  # fmt: skip
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     assert "env NAS-CIFAR10-v0 " in done.stdout and '"recipe": "cpu-demo"' in done.stdout
