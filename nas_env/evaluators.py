@@ -351,6 +351,7 @@ class TrainingEvaluator(Evaluator):
                 "train_images_per_s": outcome.train_images_per_s,
                 "resumed_from_epoch": outcome.resumed_from_epoch,
                 "device": device,
+                "torch_threads": torch.get_num_threads(),
             },
         }
         if outcome.status is not Status.OK:

@@ -147,6 +147,7 @@ class PTBEvaluator(Evaluator):
                 "train_tokens_per_s": outcome.train_tokens_per_s,
                 "resumed_from_epoch": outcome.resumed_from_epoch,
                 "device": device,
+                "torch_threads": torch.get_num_threads(),
             },
         }
         if outcome.status is not Status.OK:

@@ -60,6 +60,10 @@ class Backend(abc.ABC):
         #: submissions made so far (sbatch calls for slurm, launches for local): one per batch or per pool worker batch
         self.submissions = 0
 
+    def child_threads(self) -> int | None:
+        """Torch threads for each child job; None leaves torch's default (a SLURM job sees only its own CPUs)."""
+        return None
+
     @abc.abstractmethod
     def check(self) -> None:
         """Raise ``ClusterConfigError`` if children cannot run with these settings."""

@@ -139,7 +139,12 @@ class Dispatcher:
                 log.info("task %r is submitted again: the tombstone of its earlier attempt is cleared", task.key)
         functions = [
             EvaluateTask(
-                t.key, t.evaluator, t.arch, str(checkpoint_path(self.folder, t.key)), str(claim_path(self.folder, t.key))
+                t.key,
+                t.evaluator,
+                t.arch,
+                str(checkpoint_path(self.folder, t.key)),
+                str(claim_path(self.folder, t.key)),
+                threads=self._backend.child_threads(),
             )
             for t in tasks
         ]

@@ -8,6 +8,7 @@ checkpoint file it has been writing (see ``Evaluator.evaluate(arch, checkpoint_p
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import types
@@ -72,25 +73,43 @@ def handle_preemption_once() -> None:
         pass
 
 
+def use_threads(threads: int | None) -> None:
+    """Give torch ``threads`` intra-op threads in this job, unless ``OMP_NUM_THREADS`` is set (the user's
+    choice wins) or ``threads`` is None (torch's default: every core it sees)."""
+    if threads and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class EvaluateTask(submitit.helpers.Checkpointable):
     """``evaluator.evaluate(arch, checkpoint_path=...)`` as a picklable, requeueable job function.
 
     With a ``claim_path``, the job first claims the task; if another job owns it, the job returns at
-    once with a duplicate result instead of training the same child a second time.
+    once with a duplicate result instead of training the same child a second time. ``threads``: torch's
+    threads in the job (see :func:`use_threads`; the backend's share of the cores per child).
     """
 
     def __init__(
-        self, key: str, evaluator: Evaluator, arch: Architecture, checkpoint_path: str, claim_path: str | None = None
+        self,
+        key: str,
+        evaluator: Evaluator,
+        arch: Architecture,
+        checkpoint_path: str,
+        claim_path: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.key = key
         self.evaluator = evaluator
         self.arch = arch
         self.checkpoint_path = checkpoint_path
         self.claim_path = claim_path
+        self.threads = threads
 
     def __call__(self) -> EvalResult:
         """Run inside a submitit job (local subprocess or SLURM)."""
         handle_preemption_once()
+        use_threads(getattr(self, "threads", None))  # a task pickled before threads existed has none
         me = current_job_claim()
         if self.claim_path is not None and me is not None:
             owner = claim_task(self.claim_path, me)

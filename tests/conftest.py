@@ -29,10 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 2 or "OMP_NUM_THREADS" in os.environ:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // workers)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
+
+    from slurm.local_backend import available_cores
+
+    threads = max(1, available_cores() // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
     torch.set_num_threads(threads)
 

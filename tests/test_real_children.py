@@ -25,6 +25,7 @@ from nas_env.results import EvalResult, Status
 from nas_env.spaces import CNNSpace, RNNCellSpace
 from nas_env.store import ResultStore
 from slurm import Dispatcher, ExecutorConfig, Task, checkpoint_path
+from slurm.local_backend import available_cores
 from local_slurm import collect_completed, simulate_preemption
 
 CNN = CNNSpace(num_layers=3)
@@ -52,6 +53,7 @@ def assert_same_as_inline(task: Task, job: EvalResult) -> EvalResult:
     assert job.status is Status.OK, job.error
     assert job.params and job.params > 0
     assert job.extra["device"] == "cpu" and job.extra["resumed_from_epoch"] == 0
+    assert job.extra["torch_threads"] == 1  # OMP_NUM_THREADS=1 in the job's environment wins over its share
     if isinstance(task.evaluator, PTBEvaluator):
         assert job.extra["metric_name"] == "val_perplexity"
         assert 1.0 < job.metric < 10_000  # a perplexity, far below the ~10k of a uniform guess after training
@@ -83,6 +85,26 @@ def test_real_children_as_local_subprocesses(tmp_path: Path, data_root: Path, on
     dispatcher.check()
     for task in submit_and_check_against_inline(dispatcher, tasks):
         assert not checkpoint_path(dispatcher.folder, task.key).exists()  # removed once the child succeeded
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_local_children_share_the_cores(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, in_flight: int
+) -> None:
+    """With no OMP_NUM_THREADS set, each local child gets the machine's cores divided by the children in flight
+    (at least one), so children started together do not oversubscribe the machine."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NAS_DATA_DIR", str(data_root))
+    evaluator = TrainingEvaluator(recipe="tiny", device="cpu", seed=3)
+    tasks = [Task(f"child{i}", evaluator, CNN.sample(i)) for i in range(in_flight)]
+    dispatcher = Dispatcher(ExecutorConfig(executor="local", poll_interval_s=0.2, time_limit_min=10,
+                                           max_in_flight=in_flight), tmp_path)  # fmt: skip
+    dispatcher.submit(tasks)
+    done = collect_completed(dispatcher, len(tasks), timeout=300)
+    for task in tasks:
+        result = done[task.key].result
+        assert result.status is Status.OK, result.error
+        assert result.extra["torch_threads"] == max(1, available_cores() // in_flight)
 
 
 def slurm_config(job_name: str) -> ExecutorConfig:
