@@ -137,6 +137,7 @@ class Dispatcher:
         for task in tasks if self._backend.claim_files else ():
             if clear_settled_claim(claim_path(self.folder, task.key)) is not None:
                 log.info("task %r is submitted again: the tombstone of its earlier attempt is cleared", task.key)
+        threads = self._backend.child_threads()  # the same for every task of the batch
         functions = [
             EvaluateTask(
                 t.key,
@@ -144,7 +145,7 @@ class Dispatcher:
                 t.arch,
                 str(checkpoint_path(self.folder, t.key)),
                 str(claim_path(self.folder, t.key)),
-                threads=self._backend.child_threads(),
+                threads=threads,
             )
             for t in tasks
         ]

@@ -65,6 +65,12 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def share_of_cores(processes: int) -> int:
+    """Torch threads for each of ``processes`` running at once on this machine: its cores divided among them,
+    at least one, so that together they do not oversubscribe it."""
+    return max(1, available_cores() // processes)
+
+
 def controller_alive(pid: int) -> bool:
     """Whether ``pid`` is a live (not zombie) submitit local controller."""
     try:
@@ -103,7 +109,7 @@ class LocalBackend(Backend):
         """This machine's cores shared among the children in flight: each local child would otherwise start
         a thread per core and oversubscribe the machine (a CPU child ran 1.8x slower with two threads than
         with one while another process held one of two cores)."""
-        return max(1, available_cores() // self.config.max_in_flight)
+        return share_of_cores(self.config.max_in_flight)
 
     def check(self) -> None:
         try:

@@ -31,11 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     import torch
 
-    from slurm.local_backend import available_cores
+    from slurm.local_backend import share_of_cores
 
-    threads = max(1, available_cores() // workers)
+    threads = share_of_cores(workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-
     torch.set_num_threads(threads)
 
 
