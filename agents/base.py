@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -33,8 +34,20 @@ def space_to_config(space: SearchSpace) -> dict[str, Any]:
 
 
 def space_key(space: SearchSpace) -> str:
-    """A string equal for two spaces exactly when they hold the same decisions (same name and config)."""
-    return json.dumps(space_to_config(space), sort_keys=True)
+    """A string equal for two spaces exactly when they hold the same decisions (same name and config). Agents ask
+    it for every proposal; the key of each live space object is computed once (spaces do not change after
+    construction)."""
+    cached = _SPACE_KEYS.get(id(space))
+    if cached is not None and cached[0]() is space:
+        return cached[1]
+    key = json.dumps(space_to_config(space), sort_keys=True)
+    if len(_SPACE_KEYS) >= 64:  # stale ids of dead spaces: start again
+        _SPACE_KEYS.clear()
+    _SPACE_KEYS[id(space)] = (weakref.ref(space), key)
+    return key
+
+
+_SPACE_KEYS: dict[int, tuple[weakref.ref, str]] = {}  # id(space) -> (the space, its key), see space_key
 
 
 class Agent(abc.ABC):

@@ -1,10 +1,10 @@
 """What an agent has already proposed, so that it never spends an evaluation on an architecture twice.
 
 An architecture counts as proposed once it was asked for (told or still in flight), by its canonical key
-``space.key(arch)``. :meth:`ProposedSet.fresh_tokens` builds a token sequence not proposed yet decision by
-decision, never entering a subtree whose sequences were all used (a count of the sequences under each prefix,
-kept as they are added: no enumeration, no scan): the rule an agent falls back on when its own sampler keeps
-returning known architectures. ``None`` means the space is exhausted.
+``space.key(arch)``. :class:`UnproposedDraw` samples a policy conditioned on "not proposed": at each decision
+the probability of a choice loses the mass of the proposed sequences under it, and a subtree whose sequences
+were all used is never entered (a count of the sequences under each prefix, kept as they are added: no
+enumeration, no scan).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from agents.base import space_key
@@ -26,6 +27,7 @@ class ProposedSet:
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
         # space key -> prefix -> how many sequences ruled out start with it (a whole sequence: 1 if ruled out)
         self._under: dict[str, dict[tuple[int, ...], int]] = {}
+        self._tensors: dict[str, torch.Tensor] = {}  # space key -> the sequences as one tensor (rebuilt on growth)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -67,23 +69,19 @@ class ProposedSet:
         prefix = tuple(int(p) for p in prefix)
         return [tail - under.get((*prefix, c), 0) for c in range(sizes[t])]
 
-    def fresh_tokens(
-        self, space: SearchSpace, draw: Callable[[Callable[[Sequence[int]], list[int]]], tuple[int, ...]]
-    ) -> tuple[int, ...] | None:
-        """Token sequences of an architecture not proposed yet, or ``None`` when every architecture of ``space``
-        was. ``draw(free)`` builds one sequence decision by decision, taking after each prefix only a choice
-        whose count ``free(prefix)[choice]`` is positive (a subtree with unused sequences). Sequences that
-        decode to a known key under another spelling are ruled out as they are met (kept with the proposed
-        ones, so a resumed agent draws the same) until one is new."""
-        while True:
-            if len(self._tokens.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions):
-                return None
-            tokens = tuple(int(t) for t in draw(lambda prefix: self.free_counts(space, prefix)))
-            if self.ruled_out(space, tokens):
-                raise ValueError(f"draw entered an exhausted subtree: {tokens} was ruled out before")
-            if not self.seen(space, tokens):
-                return tokens
-            self.add(space, tokens)  # another spelling of a known architecture: never drawn again
+    def exhausted(self, space: SearchSpace) -> bool:
+        """Whether every token sequence of ``space`` was ruled out (nothing is left to propose)."""
+        return len(self._tokens.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions)
+
+    def sequences(self, space: SearchSpace) -> torch.Tensor:
+        """The token sequences ruled out in ``space`` (k, T), in the order they were added."""
+        key = space_key(space)
+        seqs = self._tokens.get(key, [])
+        cached = self._tensors.get(key)
+        if cached is None or len(cached) != len(seqs):
+            cached = torch.tensor(seqs, dtype=torch.long).reshape(len(seqs), space.num_steps)
+            self._tensors[key] = cached
+        return cached
 
     # ------------------------------------------------------------------ checkpointing
     def state(self) -> dict[str, Any]:
@@ -97,3 +95,50 @@ class ProposedSet:
             space = resolve(key)
             for row in torch.as_tensor(array).tolist():
                 self.add(space, tuple(row))
+
+
+class UnproposedDraw:
+    """A ``pick`` for :meth:`agents.reinforce.Controller.sample_with` that draws each row from the policy P
+    conditioned on "not proposed": P(x) / (1 - P(S)) for x outside the proposed set S, exactly, in one pass.
+
+    At a decision after prefix p, choice c gets weight P(c | p) - sum of P(s | p) over the proposed s under p + c:
+    the policy's mass of the unproposed sequences under p + c, relative to p. The proposed sequences' log P
+    (``log_prob``, one teacher-forced pass under the same policy) and each row's log P(p) so far give it. A
+    subtree with no unproposed sequence (its count is 0) is masked exactly, whatever the rounding; if rounding
+    leaves no weight on any choice that still has one (the policy put almost all its mass on S), the row draws
+    from the policy with only those exhausted choices masked (``rounded`` counts such decisions). The
+    arithmetic is numpy float64 on a handful of numbers per decision; the draw uses the agent's generator.
+    """
+
+    def __init__(
+        self, proposed: ProposedSet, space: SearchSpace, log_prob: torch.Tensor, generator: torch.Generator
+    ) -> None:
+        self.proposed, self.space, self.generator = proposed, space, generator
+        self.sequences = proposed.sequences(space).numpy()  # (k, T)
+        self.log_prob = log_prob.detach().double().numpy()  # (k,) log P(s) of each proposed sequence
+        self.path: np.ndarray | None = None  # (n,) log P(prefix) of each row so far
+        self.match: np.ndarray | None = None  # (n, k) whether proposed sequence i starts with row r's prefix
+        self.rounded = 0
+
+    def __call__(self, tokens: torch.Tensor, position: int, logits: torch.Tensor) -> torch.Tensor:
+        n, num_choices = logits.shape
+        if self.path is None or self.match is None:
+            self.path = np.zeros(n)
+            self.match = np.ones((n, len(self.sequences)), dtype=bool)
+        log_p = torch.log_softmax(logits.double(), dim=-1).numpy()
+        probs = np.exp(log_p)
+        column = self.sequences[:, position]
+        weights = np.empty((n, num_choices))
+        for r, prefix in enumerate(tokens[:, :position].tolist()):
+            under = self.match[r]
+            taken = np.bincount(column[under], np.exp(self.log_prob[under] - self.path[r]), minlength=num_choices)
+            open_ = np.asarray(self.proposed.free_counts(self.space, prefix)) > 0
+            weights[r] = np.clip(probs[r] - taken, 0.0, None) * open_
+            if weights[r].sum() <= 0:
+                weights[r] = probs[r] * open_
+                self.rounded += 1
+        choice = torch.multinomial(torch.from_numpy(weights), 1, generator=self.generator)[:, 0]
+        chosen = choice.numpy()
+        self.path = self.path + log_p[np.arange(n), chosen]
+        self.match &= column[None, :] == chosen[:, None]
+        return choice

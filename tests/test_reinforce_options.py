@@ -107,7 +107,7 @@ def test_no_repeat_never_repeats_and_ends_when_the_space_is_exhausted() -> None:
             proposed.append(p.tokens)
             agent.tell(p, 1.0 if p.tokens == (0, 1, 2) else 0.0)  # one good cell: the policy concentrates on it
     assert len(proposed) == 27 and len(set(proposed)) == 27
-    assert agent.fallbacks > 0  # the concentrated policy needed the uniform-unseen rule to finish
+    assert agent.fallbacks > 0  # the concentrated policy's own draws ran dry: the conditional draw finished the space
     assert agent.ask(3) == [] and agent.ask(1) == []
 
 
@@ -198,14 +198,16 @@ def test_the_sampling_probability_kept_by_ask_is_the_policy_s(space: SearchSpace
 
 
 def test_a_checkpoint_written_before_an_option_existed_resumes_with_the_option_off() -> None:
-    """A run saved by an older version has no entry for a newer option (here ``ppo_window``): it resumes with the
-    option off, and a different setting of the option is still refused."""
+    """A run saved by an older version has no entry for a newer option (here ``ppo_window``) and may hold a retired
+    one (``resample_rounds``): it resumes with the option off, and a different setting of the option is still
+    refused."""
     space = NB201Space()
     evaluator = SyntheticEvaluator(space, target_seed=2)
     agent = make_agent("reinforce-tuned", space, seed=3)
     search(agent, evaluator.score, 12)
     state = agent.state_dict()
     del state["config"]["ppo_window"], state["window"]
+    state["config"]["resample_rounds"] = 10  # a setting older versions wrote, retired since
     restored = make_agent("reinforce-tuned", space, seed=3)
     restored.load_state_dict(state)
     assert [p.tokens for p in restored.ask(4)] == [p.tokens for p in agent.ask(4)]
@@ -322,35 +324,79 @@ def test_free_counts_equal_a_count_over_every_proposed_sequence() -> None:
             assert proposed.free_counts(space, prefix) == scan
 
 
-@pytest.mark.parametrize("space", [NB201Space(), CNNSpace(3, predict_strides=True)], ids=["nb201", "cnn3-anchors"])
-def test_the_masked_fallback_draws_in_one_pass_what_a_pass_per_decision_draws(space: SearchSpace) -> None:
-    """The no-repeat fallback draws each token from the controller's softmax with exhausted choices masked, in one
-    incremental pass; a teacher-forced pass per decision (how it was first written) gives the same tokens."""
-    agent = make_agent("reinforce-tuned", space, seed=5)
-    for proposal in agent.ask(8):
-        agent.tell(proposal, float(sum(proposal.tokens)) / len(proposal.tokens))
-    rng = np.random.default_rng(1)  # rule out many sequences, so that choices near the end are masked
-    for _ in range(10_000):
-        tokens = tuple(int(rng.integers(0, d.num_choices)) for d in space.decisions)
-        if not agent.proposed.seen(space, tokens):
-            agent.proposed.add(space, tokens)
-    free = functools.partial(agent.proposed.free_counts, space)
+def _all_sequences(space: SearchSpace) -> torch.Tensor:
+    """Every token sequence of a small space, (N, T)."""
+    grids = torch.meshgrid(*[torch.arange(d.num_choices) for d in space.decisions], indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
-    def per_decision() -> tuple[int, ...]:
-        prefix: list[int] = []
-        for t in range(space.num_steps):
-            tokens = torch.zeros(1, space.num_steps, dtype=torch.long)
-            tokens[0, :t] = torch.tensor(prefix, dtype=torch.long)
-            counts = free(prefix)
-            logits = agent.controller.step_logits(tokens, space)[0, t, : len(counts)]
-            logits = logits.masked_fill(torch.tensor(counts) <= 0, -float("inf"))
-            prefix.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=agent.generator)))
-        return tuple(prefix)
 
-    state = agent.generator.get_state()
+@pytest.mark.parametrize("space", [TinySpace(num_edges=3, num_ops=3), CNNSpace(num_layers=2)], ids=["tiny", "cnn2-anchors"])
+@pytest.mark.parametrize("concentrated", [False, True], ids=["spread", "concentrated"])
+def test_the_unproposed_draw_samples_the_policy_conditioned_on_not_proposed(space: SearchSpace, concentrated: bool) -> None:
+    """The draw ``no_repeat`` falls back on gives P(x) / (1 - P(S)) outside the proposed set S, also when the policy
+    has put almost all its mass on S: 20,000 rows drawn in one pass match the exact conditional distribution (over
+    every sequence of the tiny space; over the first two decisions of the anchored CNN space)."""
+    from agents.no_repeat import ProposedSet, UnproposedDraw
+
+    agent = ReinforceAgent(space, seed=3, lr=0.02, batch_size=1)
+    target = tuple(int(d.num_choices) - 1 for d in space.decisions)
+    for _ in range((5 if isinstance(space, TinySpace) else 6) if concentrated else 0):  # learns to propose the target
+        proposal = agent.ask(1)[0]
+        agent.tell(proposal, 1.0 if proposal.tokens == target else 0.0)
+        agent.tell(agent._new_proposal(target, space), 1.0)
+    everything = _all_sequences(space)
     with torch.no_grad():
-        one_pass = [agent._draw_masked(free) for _ in range(30)]
-        agent.generator.set_state(state)
-        reference = [per_decision() for _ in range(30)]
-    assert one_pass == reference
-    assert not any(agent.proposed.ruled_out(space, tokens) for tokens in one_pass)
+        log_p = agent.controller.log_prob(everything, space)[0].double()
+    proposed = ProposedSet()
+    ruled_out = [target] + [tuple(row) for row in everything[torch.argsort(-log_p)[1:12]].tolist()]  # the likeliest
+    for tokens in ruled_out:
+        proposed.add(space, tokens)
+    in_s = torch.tensor([tuple(row) in set(ruled_out) for row in everything.tolist()])
+    mass_s = float(log_p.exp()[in_s].sum())
+    assert (0.99 < mass_s < 0.9999) if concentrated else mass_s < 0.9, mass_s  # (above float32's resolution)
+    exact = torch.where(in_s, 0.0, log_p.exp()) / (1 - mass_s)
+    with torch.no_grad():
+        sequences_log_p = agent.controller.log_prob(proposed.sequences(space), space)[0]
+        draw = UnproposedDraw(proposed, space, sequences_log_p, agent.generator)
+        drawn = agent.controller.sample_with(20_000, space, draw)
+    assert not any(proposed.ruled_out(space, row) for row in drawn.tolist())
+    assert draw.rounded == 0
+    if len(everything) > 100:  # compare the joint distribution of the first two decisions
+        width = space.decisions[1].num_choices
+        cells = everything[:, 0] * width + everything[:, 1]
+        exact = torch.zeros(int(cells.max()) + 1, dtype=torch.float64).index_add_(0, cells, exact)
+        index = drawn[:, 0] * width + drawn[:, 1]
+    else:
+        index = torch.tensor([everything.tolist().index(row) for row in drawn.tolist()])
+    empirical = torch.bincount(index, minlength=len(exact)).double() / len(drawn)
+    assert float((empirical - exact).abs().max()) < 0.02, (empirical, exact)  # ~5 standard errors
+
+
+@pytest.mark.parametrize("options", [{}, {"per_decision_heads": True}, {"decision_offsets": True},
+                                     {"temperature": 2.0, "tanh_constant": 1.5}],
+                         ids=["per-kind", "per-decision", "offsets", "temperature-tanh"])
+@pytest.mark.parametrize("space_name", ["nb201", "rnn-cell"])
+def test_the_sequence_pass_equals_the_step_by_step_pass(space_name: str, options: dict[str, Any]) -> None:
+    """A plan without anchor points runs its teacher-forced pass as whole-sequence operations: the same
+    log-probabilities, entropies and gradients as the step-by-step pass, up to float rounding (the recurrent
+    cell space has decisions of 2, 4 and 15 choices: the padded columns must not count)."""
+    from nas_env.spaces.rnn_cell import RNNCellSpace
+
+    space = NB201Space() if space_name == "nb201" else RNNCellSpace()
+    agent = ReinforceAgent(space, seed=1, **options)
+    search(agent, SyntheticEvaluator(space, target_seed=3).score, 20)  # weights away from their initial values
+    controller = agent.controller
+    tokens = controller.sample(64, space, agent.generator)[0]
+    step_log_p, step_entropy, _ = controller._rollout(space, tokens, sample=False)
+    log_p, entropy = controller.log_prob(tokens, space)
+    assert controller._sequence_layout(space) is not None
+    torch.testing.assert_close(log_p, step_log_p, rtol=0, atol=5e-5)
+    torch.testing.assert_close(entropy, step_entropy, rtol=0, atol=5e-5)
+    parameters = list(controller.parameters())
+    step_grads = torch.autograd.grad((step_log_p + 0.1 * step_entropy).sum(), parameters, allow_unused=True)
+    grads = torch.autograd.grad((log_p + 0.1 * entropy).sum(), parameters, allow_unused=True)
+    for name, a, b in zip([n for n, _ in controller.named_parameters()], step_grads, grads):
+        if a is None or b is None:
+            assert a is None and b is None or float((a if b is None else b).abs().max()) == 0.0, name
+            continue
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=name)
