@@ -66,8 +66,8 @@ def cnn_grid(space: Any) -> list[tuple[int, ...]]:
     return list(dict.fromkeys(points))  # shallow spaces: several patterns give the same wiring, keep one
 
 
-def nb201_grid(space: SearchSpace) -> list[tuple[int, ...]]:
-    """Every NAS-Bench-201 cell, as token sequences in lexicographic order."""
+def every_sequence(space: SearchSpace) -> list[tuple[int, ...]]:
+    """Every token sequence of ``space`` in lexicographic order (NAS-Bench-201's grid: all its cells)."""
     return [tuple(t) for t in itertools.product(*(range(d.num_choices) for d in space.decisions))]
 
 
@@ -93,7 +93,7 @@ def rnn_cell_grid(space: Any) -> list[tuple[int, ...]]:
 
 GRIDS: dict[str, Callable[[Any], list[tuple[int, ...]]]] = {
     "cnn": cnn_grid,
-    "nb201": nb201_grid,
+    "nb201": every_sequence,
     "rnn_cell": rnn_cell_grid,
 }
 
@@ -114,7 +114,7 @@ def grid_points(space: SearchSpace) -> list[tuple[int, ...]]:
     if size > MAX_FULL_GRID:
         raise ValueError(f"grid search has no grid for the {space.name!r} space (it has: {', '.join(GRIDS)}), "
                          f"and its {size:,} architectures are too many to enumerate (at most {MAX_FULL_GRID:,})")
-    return [tuple(t) for t in itertools.product(*(range(d.num_choices) for d in space.decisions))]
+    return every_sequence(space)
 
 
 class GridSearchAgent(Agent):

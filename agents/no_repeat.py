@@ -27,7 +27,6 @@ class ProposedSet:
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
         # space key -> prefix -> how many sequences ruled out start with it (a whole sequence: 1 if ruled out)
         self._under: dict[str, dict[tuple[int, ...], int]] = {}
-        self._tensors: dict[str, torch.Tensor] = {}  # space key -> the sequences as one tensor (rebuilt on growth)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -75,13 +74,8 @@ class ProposedSet:
 
     def sequences(self, space: SearchSpace) -> torch.Tensor:
         """The token sequences ruled out in ``space`` (k, T), in the order they were added."""
-        key = space_key(space)
-        seqs = self._tokens.get(key, [])
-        cached = self._tensors.get(key)
-        if cached is None or len(cached) != len(seqs):
-            cached = torch.tensor(seqs, dtype=torch.long).reshape(len(seqs), space.num_steps)
-            self._tensors[key] = cached
-        return cached
+        seqs = self._tokens.get(space_key(space), [])
+        return torch.tensor(seqs, dtype=torch.long).reshape(len(seqs), space.num_steps)
 
     # ------------------------------------------------------------------ checkpointing
     def state(self) -> dict[str, Any]:

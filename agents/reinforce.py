@@ -252,9 +252,6 @@ class Controller(nn.Module):
                 self.offset_heads = nn.ModuleList(nn.Linear(size, c) for c in self.decisions.values())
         self.to_empty(device="cpu")
         self.reset_parameters(generator)
-        #: the module lists as plain lists: indexing an nn.ModuleList costs more than the op on these small tensors
-        self._modules_of = {name: list(getattr(self, name)) for name in
-                            ("lstm", "heads", "embeddings", "offset_heads", "offset_embeddings") if hasattr(self, name)}
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -339,7 +336,8 @@ class Controller(nn.Module):
         zeros = torch.zeros(len(self.lstm), n, self.config.hidden_size)
         weights = [w for cell in self.lstm for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
         h = torch.lstm(x, (zeros, zeros), weights, True, len(self.lstm), 0.0, self.training, False, True)[0]
-        logits = F.linear(h, torch.cat([head.weight for head in self.heads]), torch.cat([head.bias for head in self.heads]))
+        logits = F.linear(h, torch.cat([head.weight for head in self.heads]),
+                          torch.cat([head.bias for head in self.heads]))
         logits = logits.gather(2, layout.head_columns.expand(n, -1, -1))  # (n, T, C): each step's own head
         if layout.offset_columns is not None:
             offset_logits = F.linear(h, torch.cat([head.weight for head in self.offset_heads]),
@@ -389,18 +387,18 @@ class Controller(nn.Module):
             h, state = self._lstm_step(x, state)  # h: the top layer's output, (n, hidden)
             if isinstance(step, Choice):
                 kind = self._kind_index[str(step.position) if self.config.per_decision_heads else step.kind]
-                head = self._modules_of["heads"][kind]
+                head = self.heads[kind]
                 logits = F.linear(h, head.weight, head.bias)  # (n, num_choices)
                 offset = self._decision_index.get(str(step.position)) if self.decisions else None
                 if offset is not None:
-                    head = self._modules_of["offset_heads"][offset]
+                    head = self.offset_heads[offset]
                     logits = logits + F.linear(h, head.weight, head.bias)
                 positions = slice(step.position, step.position + 1)
                 token = self._decide(logits.unsqueeze(1), tokens, positions, sample, generator, log_prob, entropy,
                                      all_logits, pick, stats)
-                x = F.embedding(token[:, 0], self._modules_of["embeddings"][kind].weight)  # autoregressive
+                x = F.embedding(token[:, 0], self.embeddings[kind].weight)  # autoregressive: the token's embedding
                 if offset is not None:
-                    x = x + F.embedding(token[:, 0], self._modules_of["offset_embeddings"][offset].weight)
+                    x = x + F.embedding(token[:, 0], self.offset_embeddings[offset].weight)
                 continue
             anchor_h[step.layer], anchor_w[step.layer] = h, self.w_prev(h)
             if not step.sources:
@@ -421,7 +419,7 @@ class Controller(nn.Module):
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """One step of the stacked LSTM: each layer's output is the next layer's input."""
         new_state = []
-        for cell, (h, c) in zip(self._modules_of["lstm"], state):
+        for cell, (h, c) in zip(self.lstm, state):
             h, c = torch.lstm_cell(x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
             new_state.append((h, c))
             x = h
@@ -670,9 +668,6 @@ class ReinforceAgent(Agent):
 
     def _log_prob(self, proposals: Sequence[Proposal]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probabilities and entropies, one pass per space (the curriculum may mix depths)."""
-        if all(proposal.space is proposals[0].space for proposal in proposals):  # the usual case: one pass
-            tokens = torch.tensor([proposal.tokens for proposal in proposals], dtype=torch.long)
-            return self.controller.log_prob(tokens, proposals[0].space)
         groups: dict[str, list[int]] = {}
         for i, proposal in enumerate(proposals):
             groups.setdefault(space_key(proposal.space), []).append(i)
@@ -681,6 +676,8 @@ class ReinforceAgent(Agent):
             space = proposals[indices[0]].space
             tokens = torch.tensor([proposals[i].tokens for i in indices], dtype=torch.long)
             parts.append(self.controller.log_prob(tokens, space))
+        if len(parts) == 1:  # one space (the usual case): already in the proposals' order
+            return parts[0]
         order = torch.tensor([i for indices in groups.values() for i in indices])
         inverse = torch.argsort(order)
         log_prob = torch.cat([lp for lp, _ in parts])[inverse]

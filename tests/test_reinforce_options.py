@@ -324,18 +324,16 @@ def test_free_counts_equal_a_count_over_every_proposed_sequence() -> None:
             assert proposed.free_counts(space, prefix) == scan
 
 
-def _all_sequences(space: SearchSpace) -> torch.Tensor:
-    """Every token sequence of a small space, (N, T)."""
-    grids = torch.meshgrid(*[torch.arange(d.num_choices) for d in space.decisions], indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], dim=1)
-
-
-@pytest.mark.parametrize("space", [TinySpace(num_edges=3, num_ops=3), CNNSpace(num_layers=2)], ids=["tiny", "cnn2-anchors"])
+@pytest.mark.parametrize("space", [TinySpace(num_edges=3, num_ops=3), CNNSpace(num_layers=2)],
+                         ids=["tiny", "cnn2-anchors"])
 @pytest.mark.parametrize("concentrated", [False, True], ids=["spread", "concentrated"])
-def test_the_unproposed_draw_samples_the_policy_conditioned_on_not_proposed(space: SearchSpace, concentrated: bool) -> None:
+def test_the_unproposed_draw_samples_the_policy_conditioned_on_not_proposed(
+    space: SearchSpace, concentrated: bool
+) -> None:
     """The draw ``no_repeat`` falls back on gives P(x) / (1 - P(S)) outside the proposed set S, also when the policy
     has put almost all its mass on S: 20,000 rows drawn in one pass match the exact conditional distribution (over
     every sequence of the tiny space; over the first two decisions of the anchored CNN space)."""
+    from agents.grid import every_sequence
     from agents.no_repeat import ProposedSet, UnproposedDraw
 
     agent = ReinforceAgent(space, seed=3, lr=0.02, batch_size=1)
@@ -344,7 +342,7 @@ def test_the_unproposed_draw_samples_the_policy_conditioned_on_not_proposed(spac
         proposal = agent.ask(1)[0]
         agent.tell(proposal, 1.0 if proposal.tokens == target else 0.0)
         agent.tell(agent._new_proposal(target, space), 1.0)
-    everything = _all_sequences(space)
+    everything = torch.tensor(every_sequence(space))
     with torch.no_grad():
         log_p = agent.controller.log_prob(everything, space)[0].double()
     proposed = ProposedSet()
