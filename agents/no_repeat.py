@@ -27,6 +27,7 @@ class ProposedSet:
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
         # space key -> prefix -> how many sequences ruled out start with it (a whole sequence: 1 if ruled out)
         self._under: dict[str, dict[tuple[int, ...], int]] = {}
+        self._tails: dict[str, list[tuple[int, int]]] = {}  # space key -> per decision: choices, sequences under each
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -48,12 +49,12 @@ class ProposedSet:
 
     def add(self, space: SearchSpace, tokens: tuple[int, ...]) -> None:
         """Remember ``tokens`` (in ``space``) as proposed."""
-        self._keys.add(space.key(space.decode(tokens)))
         tokens = tuple(int(t) for t in tokens)
         key = space_key(space)
         under = self._under.setdefault(key, {})
         if tokens in under:
-            return  # this spelling is held already
+            return  # this spelling is held already, and its architecture with it
+        self._keys.add(space.key(space.decode(tokens)))
         self._tokens.setdefault(key, []).append(tokens)
         for t in range(1, len(tokens) + 1):  # every proper prefix and the sequence itself
             under[tokens[:t]] = under.get(tokens[:t], 0) + 1
@@ -61,12 +62,14 @@ class ProposedSet:
     def free_counts(self, space: SearchSpace, prefix: Sequence[int]) -> list[int]:
         """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``
         and that choice were never ruled out (0: that subtree is exhausted)."""
-        sizes = [d.num_choices for d in space.decisions]
-        t = len(prefix)
-        tail = math.prod(sizes[t + 1:])
-        under = self._under.get(space_key(space), {})
+        key = space_key(space)
+        if key not in self._tails:  # tails[t]: how many sequences share a prefix of length t + 1
+            sizes = [d.num_choices for d in space.decisions]
+            self._tails[key] = [(sizes[t], math.prod(sizes[t + 1:])) for t in range(len(sizes))]
+        num_choices, tail = self._tails[key][len(prefix)]
+        under = self._under.get(key, {})
         prefix = tuple(int(p) for p in prefix)
-        return [tail - under.get((*prefix, c), 0) for c in range(sizes[t])]
+        return [tail - under.get((*prefix, c), 0) for c in range(num_choices)]
 
     def exhausted(self, space: SearchSpace) -> bool:
         """Whether every token sequence of ``space`` was ruled out (nothing is left to propose)."""
@@ -122,12 +125,13 @@ class UnproposedDraw:
         log_p = torch.log_softmax(logits.double(), dim=-1).numpy()
         probs = np.exp(log_p)
         column = self.sequences[:, position]
+        # taken[r, c]: the mass, relative to row r's prefix, of the proposed sequences under that prefix and c
+        under = np.exp(np.where(self.match, self.log_prob[None, :] - self.path[:, None], -np.inf))  # (n, k)
+        taken = under @ (column[:, None] == np.arange(num_choices)[None, :])  # (n, C)
         weights = np.empty((n, num_choices))
         for r, prefix in enumerate(tokens[:, :position].tolist()):
-            under = self.match[r]
-            taken = np.bincount(column[under], np.exp(self.log_prob[under] - self.path[r]), minlength=num_choices)
             open_ = np.asarray(self.proposed.free_counts(self.space, prefix)) > 0
-            weights[r] = np.clip(probs[r] - taken, 0.0, None) * open_
+            weights[r] = np.clip(probs[r] - taken[r], 0.0, None) * open_
             if weights[r].sum() <= 0:
                 weights[r] = probs[r] * open_
                 self.rounded += 1

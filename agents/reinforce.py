@@ -383,22 +383,26 @@ class Controller(nn.Module):
         anchor_w: dict[int, torch.Tensor] = {}  # W_prev h_j, computed once per anchor
         x = self.start.expand(n, -1)
         state = [(torch.zeros(n, self.config.hidden_size),) * 2 for _ in self.lstm]  # (h, c) per LSTM layer
+        cells = [(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh) for cell in self.lstm]
+        heads, embeddings = list(self.heads), list(self.embeddings)  # indexed per step: plain lists are cheaper
+        offset_heads = list(self.offset_heads) if self.decisions else []
+        offset_embeddings = list(self.offset_embeddings) if self.decisions else []
         for step in self.plan(space):
-            h, state = self._lstm_step(x, state)  # h: the top layer's output, (n, hidden)
+            h, state = self._lstm_step(x, state, cells)  # h: the top layer's output, (n, hidden)
             if isinstance(step, Choice):
                 kind = self._kind_index[str(step.position) if self.config.per_decision_heads else step.kind]
-                head = self.heads[kind]
+                head = heads[kind]
                 logits = F.linear(h, head.weight, head.bias)  # (n, num_choices)
                 offset = self._decision_index.get(str(step.position)) if self.decisions else None
                 if offset is not None:
-                    head = self.offset_heads[offset]
+                    head = offset_heads[offset]
                     logits = logits + F.linear(h, head.weight, head.bias)
                 positions = slice(step.position, step.position + 1)
                 token = self._decide(logits.unsqueeze(1), tokens, positions, sample, generator, log_prob, entropy,
                                      all_logits, pick, stats)
-                x = F.embedding(token[:, 0], self.embeddings[kind].weight)  # autoregressive: the token's embedding
+                x = F.embedding(token[:, 0], embeddings[kind].weight)  # autoregressive: the token's embedding
                 if offset is not None:
-                    x = x + F.embedding(token[:, 0], self.offset_embeddings[offset].weight)
+                    x = x + F.embedding(token[:, 0], offset_embeddings[offset].weight)
                 continue
             anchor_h[step.layer], anchor_w[step.layer] = h, self.w_prev(h)
             if not step.sources:
@@ -414,13 +418,15 @@ class Controller(nn.Module):
             x = (skip.unsqueeze(-1) * chosen_h).sum(1) / (1.0 + skip.sum(1, keepdim=True))
         return log_prob, entropy, all_logits
 
+    @staticmethod
     def _lstm_step(
-        self, x: torch.Tensor, state: list[tuple[torch.Tensor, torch.Tensor]]
+        x: torch.Tensor, state: list[tuple[torch.Tensor, torch.Tensor]], cells: list[tuple[torch.Tensor, ...]]
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One step of the stacked LSTM: each layer's output is the next layer's input."""
+        """One step of the stacked LSTM (``cells``: each layer's weight_ih, weight_hh, bias_ih, bias_hh): each layer's
+        output is the next layer's input."""
         new_state = []
-        for cell, (h, c) in zip(self.lstm, state):
-            h, c = torch.lstm_cell(x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        for weights, (h, c) in zip(cells, state):
+            h, c = torch.lstm_cell(x, (h, c), *weights)
             new_state.append((h, c))
             x = h
         return x, new_state
@@ -493,6 +499,12 @@ class ReinforceAgent(Agent):
         self.proposed = ProposedSet()  # every architecture asked for (no_repeat)
         self.sampling_log_prob: dict[int, float] = {}  # proposal id -> log P when sampled (PPO / importance)
         self.fallbacks = 0  # no_repeat: proposals the policy's own draws did not supply (drawn by UnproposedDraw)
+        #: no_repeat: draws not looked at yet, the (update count, space key) of the policy they were drawn from, and
+        #: whether they were conditioned on "not proposed" (UnproposedDraw) or are the policy's own; asks take
+        #: from them until the policy changes
+        self.draws: list[list[int]] = []
+        self.draws_policy: tuple[int, str] | None = None
+        self.draws_conditioned = False
         #: ppo_window: the last told architectures with the advantage they got when told and their sampling log P
         self.window: collections.deque[tuple[Proposal, float, float]] = collections.deque(maxlen=self.config.ppo_window)
         self.elite: list[tuple[Proposal, float]] = []  # self_imitation: the best told architectures and their rewards
@@ -523,30 +535,41 @@ class ReinforceAgent(Agent):
 
     def _sample_new(self, n: int) -> list[list[int]]:
         """Up to ``n`` token rows whose architectures were never proposed, drawn from the policy conditioned on
-        "not proposed yet". First one batched round of ``max(4 n, 32)`` draws from the policy, keeping each new
-        architecture once (rejection sampling: exact, and cheap while the policy is spread); the rows still
-        missing come from :class:`agents.no_repeat.UnproposedDraw` (one teacher-forced pass over what was
-        proposed, then one sampling pass, exact however concentrated the policy is), where a row equal to another
-        of the same draw, or spelling a known architecture differently, is ruled out and drawn again. Once no
-        architecture is left the space is exhausted and fewer rows (maybe none) come back."""
+        "not proposed yet". Rows come from a pool of i.i.d. draws of the policy conditioned on "not among a set
+        of architectures proposed earlier", looked at in order, each once, and kept if its architecture is still
+        new: that is a draw conditioned on "not proposed now" (rejection within the pool), so the pool serves
+        every ask until an update (or a new space) changes the policy. Under new weights the pool is one batched
+        round of ``max(4 n, 32)`` of the policy's own draws (conditioned on nothing: cheap while the policy is
+        spread); once it runs dry under the same weights, :class:`agents.no_repeat.UnproposedDraw` refills it
+        with draws conditioned on every spelling ruled out so far (one teacher-forced pass over them, then one
+        sampling pass, exact however concentrated the policy is). Once no architecture is left the space is
+        exhausted and fewer rows (maybe none) come back."""
         rows: list[list[int]] = []
-        for row in self.controller.sample(max(4 * n, 32), self.space, self.generator, stats=False)[0].tolist():
-            if len(rows) < n and not self.proposed.seen(self.space, tuple(row)):
-                self.proposed.add(self.space, tuple(row))
-                rows.append(row)
+        policy = (self.num_updates, space_key(self.space))
+        if self.draws_policy != policy:  # drawn under other weights (or for another space): not this policy's
+            self.draws = self.controller.sample(max(4 * n, 32), self.space, self.generator, stats=False)[0].tolist()
+            self.draws_policy, self.draws_conditioned = policy, False
+        self._take_new(rows, n)
         while len(rows) < n and not self.proposed.exhausted(self.space):
             sequences = self.proposed.sequences(self.space)
             log_prob = self.controller.log_prob(sequences, self.space)[0] if len(sequences) else torch.zeros(0)
             draw = UnproposedDraw(self.proposed, self.space, log_prob, self.generator)
-            for row in self.controller.sample_with(n - len(rows), self.space, draw).tolist():
-                if self.proposed.ruled_out(self.space, row):
-                    continue  # taken by an earlier row of this draw: drawn again, conditioned on it too
-                known = self.proposed.seen(self.space, tuple(row))
-                self.proposed.add(self.space, tuple(row))
-                if not known:
-                    rows.append(row)
-                    self.fallbacks += 1
+            self.draws = self.controller.sample_with(max(n - len(rows), 4), self.space, draw).tolist()
+            self.draws_conditioned = True
+            self._take_new(rows, n)
         return rows
+
+    def _take_new(self, rows: list[list[int]], n: int) -> None:
+        """Move pool draws, in order, into ``rows`` until it holds ``n``: each draw is looked at once and its spelling
+        ruled out; it is kept if its architecture was never proposed (counted in ``fallbacks`` if it came from
+        :class:`agents.no_repeat.UnproposedDraw`)."""
+        while len(rows) < n and self.draws:
+            row = self.draws.pop(0)
+            known = self.proposed.seen(self.space, tuple(row))
+            self.proposed.add(self.space, tuple(row))  # a known architecture's new spelling: never drawn again
+            if not known:
+                rows.append(row)
+                self.fallbacks += self.draws_conditioned
 
     def tell(self, proposal: Proposal, reward: float) -> dict[str, float]:
         """Queue the reward; every ``batch_size`` rewards make one update (returns its logged scalars)."""
@@ -746,6 +769,9 @@ class ReinforceAgent(Agent):
             "advantage_var": self.advantage_var,
             "sampling_log_prob": {str(k): v for k, v in self.sampling_log_prob.items()},
             "fallbacks": self.fallbacks,
+            "draws": self.draws,
+            "draws_policy": None if self.draws_policy is None else list(self.draws_policy),
+            "draws_conditioned": self.draws_conditioned,
             "window": [{**self._proposal_to_dict(p), "advantage": advantage, "sampled_log_prob": log_p}
                        for p, advantage, log_p in self.window],
             "elite": [{**self._proposal_to_dict(p), "reward": reward} for p, reward in self.elite],
@@ -789,6 +815,10 @@ class ReinforceAgent(Agent):
         self.advantage_var = state.get("advantage_var")  # absent from checkpoints older than the options
         self.sampling_log_prob = {int(k): float(v) for k, v in state.get("sampling_log_prob", {}).items()}
         self.fallbacks = int(state.get("fallbacks", 0))
+        self.draws = [list(row) for row in state.get("draws", [])]
+        draws_policy = state.get("draws_policy")
+        self.draws_policy = None if draws_policy is None else (int(draws_policy[0]), str(draws_policy[1]))
+        self.draws_conditioned = bool(state.get("draws_conditioned", False))
         self.window.clear()
         self.window.extend((self._proposal_from_dict(d), float(d["advantage"]), float(d["sampled_log_prob"]))
                            for d in state.get("window", []))
@@ -807,7 +837,7 @@ class TunedReinforceAgent(ReinforceAgent):
 
     name: ClassVar[str] = "reinforce-tuned"
     defaults: ClassVar[dict[str, Any]] = {
-        "lr": 0.02, "batch_size": 1, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
+        "lr": 0.02, "batch_size": 4, "baseline_decay": 0.8, "entropy_coef": 0.01, "grad_clip": 1.0,
         "no_repeat": True, "decision_offsets": True, "self_imitation": 4,
     }
 

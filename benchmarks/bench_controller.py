@@ -8,7 +8,7 @@ number of architectures one at a time. Run from the repository root:
 
 A second table gives the milliseconds per architecture of ask + tell (sampling and every update) for the
 named agents (``reinforce``: the paper's settings, an update every 8; ``reinforce-tuned``: its options and an
-update after every architecture; ``reinforce-ppo``: 8 clipped steps on every 16), on NAS-Bench-201 and the
+update every 4 architectures; ``reinforce-ppo``: 8 clipped steps on every 16), on NAS-Bench-201 and the
 paper's CNN space, against random search's ask + tell in the same process (and ``reinforce-tuned`` against itself
 without self-imitation, the cost of that option). Its reward favours high tokens, so a policy that learns collapses
 and ``no_repeat`` meets its worst case.

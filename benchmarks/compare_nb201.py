@@ -221,6 +221,25 @@ GRIDS["confirm-self-imitation"] = {
     label: GRIDS["self-imitation"][label] for label in ("reinforce-tuned", "si8", "si8-c2", "si4")
 }
 
+#: `reinforce-tuned` (with self-imitation) with fewer updates: m architectures per update, larger steps; an update
+#: per architecture is most of the controller's cost, and a policy that holds for m asks lets them share one draw
+_TUNED_SI = {**_TUNED, "self_imitation": 4}
+GRIDS["batch"] = {
+    "reinforce-tuned": dict(_TUNED_SI),
+    "m2": {**_TUNED_SI, "batch_size": 2},
+    "m2-lr0.04": {**_TUNED_SI, "batch_size": 2, "lr": 0.04},
+    "m4": {**_TUNED_SI, "batch_size": 4},
+    "m4-lr0.04": {**_TUNED_SI, "batch_size": 4, "lr": 0.04},
+    "m4-lr0.08": {**_TUNED_SI, "batch_size": 4, "lr": 0.08},
+    "m4-lr0.04-si2": {**_TUNED_SI, "batch_size": 4, "lr": 0.04, "self_imitation_coef": 2.0},
+    "m4-lr0.04-bd0.9": {**_TUNED_SI, "batch_size": 4, "lr": 0.04, "baseline_decay": 0.9},
+}
+
+#: the leaders of "batch" against `reinforce-tuned` on 100 fresh tuning seeds (1270..1369)
+GRIDS["confirm-batch"] = {
+    label: GRIDS["batch"][label] for label in ("reinforce-tuned", "m2", "m4", "m4-lr0.04-si2", "m4-lr0.04-bd0.9")
+}
+
 #: agent_kwargs of `run` by label (first) or agent name; "reinforce-paper" keeps Zoph & Le's defaults
 PRESETS: dict[str, dict[str, Any]] = {"reinforce": REINFORCE_KWARGS, "evolution": REA_KWARGS, "reinforce-paper": {},
                                      "reinforce-tuned": {}}

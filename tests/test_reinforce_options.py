@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from agents.random_search import RandomSearchAgent
+from agents.base import space_key
 from agents.reinforce import ReinforceAgent, TunedReinforceAgent
 from agents.registry import make_agent
 from nas_env.evaluators import SyntheticEvaluator
@@ -111,6 +112,23 @@ def test_no_repeat_never_repeats_and_ends_when_the_space_is_exhausted() -> None:
     assert agent.ask(3) == [] and agent.ask(1) == []
 
 
+def test_no_repeat_keeps_policy_draws_between_asks_only_while_the_weights_stay() -> None:
+    """Draws left over from one ask serve the next only under the same weights: after an update the next ask comes
+    from the new policy (here made certain of one cell), not from draws of the old one."""
+    space = NB201Space()
+    agent = ReinforceAgent(space, seed=3, no_repeat=True, batch_size=2)
+    first = agent.ask(1)
+    assert len(agent.draws) == 31  # one round of 32 draws of the initial policy, one taken
+    second = agent.ask(1)  # no update in between: taken from those draws, no new round
+    assert len(agent.draws) <= 30 and second[0].tokens != first[0].tokens
+    for proposal in first + second:
+        agent.tell(proposal, 0.5)  # the second reward makes the update
+    with torch.no_grad():
+        for head in agent.controller.heads:
+            head.bias[0] += 50.0  # the moved policy proposes (0, ..., 0) with probability ~1
+    assert agent.ask(1)[0].tokens == (0,) * space.num_steps
+
+
 def test_no_repeat_includes_what_is_in_flight() -> None:
     """Architectures asked for but not told yet are never proposed again either."""
     space = TinySpace(num_edges=2, num_ops=3)  # 9 architectures
@@ -163,14 +181,16 @@ def test_resume_from_checkpoint_parts_is_exact_with_every_option_on(space: Searc
     search(agent, evaluator.score, 20, ask=4)
     in_flight = agent.ask(5)
     agent.tell(in_flight[0], evaluator.score(in_flight[0].tokens))
+    in_flight += agent.ask(1)  # under the weights of the last update: leaves policy draws for the next ask
+    assert agent.draws and agent.draws_policy == (agent.num_updates, space_key(space))
     parts = {name: _save_load(build()) for name, (_, build) in agent.checkpoint_parts().items()}
     assert set(parts) == {"weights", "rest", "proposed"}
     restored = ReinforceAgent(space, seed=99, **ALL_ON)
     restored.load_checkpoint_parts(parts)
 
     def go_on(a: ReinforceAgent) -> tuple[list, list, list]:
+        tokens = [p.tokens for p in a.ask(1)]  # from the draws kept with the checkpoint, if any are still new
         logs = [a.tell(p, evaluator.score(p.tokens)) for p in in_flight[1:]]
-        tokens = []
         for _ in range(8):
             for p in a.ask(3):
                 tokens.append(p.tokens)
@@ -281,7 +301,7 @@ def test_report_shows_what_the_controller_learned(tmp_path, capsys) -> None:
 
     def search_run(agent: str) -> Any:
         config = SearchConfig(env_id="NAS-Bench-201-v0", env_kwargs={"dataset": "cifar10-valid", "fidelity": 12},
-                              agent=agent, seed=3, budget=60, executor={"executor": "inline", "max_in_flight": 1})
+                              agent=agent, seed=3, budget=100, executor={"executor": "inline", "max_in_flight": 1})
         run_search(tmp_path / agent, config)
         return tmp_path / agent
 
@@ -289,7 +309,7 @@ def test_report_shows_what_the_controller_learned(tmp_path, capsys) -> None:
     start, end = load_run_agents(run_dir)
     fresh = make_agent("reinforce-tuned", NB201Space(), seed=3)
     assert all(torch.equal(a, b) for a, b in zip(start.controller.parameters(), fresh.controller.parameters()))
-    assert end.num_updates == 60 and end._next_id == 60
+    assert end.num_updates == 100 // end.config.batch_size and end._next_id == 100  # its last checkpoint: the end
     view = policy_view(run_dir)
     assert np.allclose(np.nansum(view.start, axis=1), 1.0) and np.allclose(np.nansum(view.end, axis=1), 1.0)
     assert np.nanmax(np.abs(view.start - 0.2)) < 0.06  # the initial policy is near uniform over the 5 operations
@@ -368,6 +388,44 @@ def test_the_unproposed_draw_samples_the_policy_conditioned_on_not_proposed(
         index = torch.tensor([everything.tolist().index(row) for row in drawn.tolist()])
     empirical = torch.bincount(index, minlength=len(exact)).double() / len(drawn)
     assert float((empirical - exact).abs().max()) < 0.02, (empirical, exact)  # ~5 standard errors
+
+
+def test_asks_under_one_policy_draw_it_without_replacement() -> None:
+    """Three asks of one proposal under the same weights, whether served by the policy's own draws kept from an
+    earlier ask or by the conditioned refill: the third is the policy's third draw without replacement,
+    sum over x1, x2 of P(x1) P(x2) / (1 - P(x1)) P(x3) / (1 - P(x1) - P(x2)) (1,500 trials, a concentrated policy
+    on the 27 cells of a tiny space, so that both sources serve)."""
+    from agents.grid import every_sequence
+    from agents.no_repeat import ProposedSet
+
+    space = TinySpace(num_edges=3, num_ops=3)
+    agent = ReinforceAgent(space, seed=3, lr=0.02, batch_size=1)
+    target = (2, 2, 2)
+    for _ in range(6):  # learns to propose the target (P about 0.96)
+        proposal = agent.ask(1)[0]
+        agent.tell(proposal, 1.0 if proposal.tokens == target else 0.0)
+        agent.tell(agent._new_proposal(target, space), 1.0)
+    everything = every_sequence(space)
+    with torch.no_grad():
+        p = agent.controller.log_prob(torch.tensor(everything), space)[0].double().exp().numpy()
+    assert 0.9 < p.max() < 0.99, p.max()
+    exact = np.zeros(len(p))
+    for first in range(len(p)):
+        for second in range(len(p)):
+            if second != first:
+                rest = 1 - p[first] - p[second]
+                third = np.where(np.isin(np.arange(len(p)), [first, second]), 0.0, p / rest)
+                exact += p[first] * p[second] / (1 - p[first]) * third
+    agent.config.no_repeat, agent.config.batch_size = True, 10**6  # from here on: no update, nothing repeated
+    counts, fallbacks = np.zeros(len(p)), 0
+    for _ in range(1500):
+        agent.proposed, agent.draws_policy = ProposedSet(), None  # a fresh search under the same weights
+        agent.fallbacks = 0
+        proposals = [agent.ask(1)[0] for _ in range(3)]
+        counts[everything.index(proposals[2].tokens)] += 1
+        fallbacks += agent.fallbacks
+    assert 200 < fallbacks < 2 * 1500 - 200, fallbacks  # both sources served the second and third asks
+    assert float(np.abs(counts / counts.sum() - exact).max()) < 0.04, (counts / counts.sum(), exact)  # ~3 s.e.
 
 
 @pytest.mark.parametrize("options", [{}, {"per_decision_heads": True}, {"decision_offsets": True},
