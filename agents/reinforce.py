@@ -832,8 +832,8 @@ class ReinforceAgent(Agent):
 
 class TunedReinforceAgent(ReinforceAgent):
     """The same controller and update with the settings recommended for searches of about 100 evaluations,
-    chosen on NAS-Bench-201 tuning seeds (1000+) by validation reward only (docs/nb201_comparison.md). Any
-    hyperparameter given still overrides these."""
+    chosen on NAS-Bench-201 tuning seeds (1000+) by validation reward only; among batch sizes level on it, 4 for
+    its cost (docs/nb201_comparison.md). Any hyperparameter given still overrides these."""
 
     name: ClassVar[str] = "reinforce-tuned"
     defaults: ClassVar[dict[str, Any]] = {
