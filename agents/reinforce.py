@@ -801,10 +801,20 @@ class ReinforceAgent(Agent):
         if isinstance(saved, dict):  # an option added after the checkpoint was written was off when it was
             saved = {k: v for k, v in saved.items() if k not in RETIRED_OPTIONS}
             saved = {**{k: v for k, v in asdict(ReinforceConfig()).items() if k not in saved}, **saved}
-        if saved != asdict(self.config) or state.get("kinds") != self.controller.kinds:
+        mine = asdict(self.config)
+        if isinstance(saved, dict) and saved != mine:
+            differing = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            written = ", ".join(f"{k}={saved.get(k)!r}" for k in differing)
+            has = ", ".join(f"{k}={mine.get(k)!r}" for k in differing)
+            raise ValueError(
+                f"the checkpoint was written with {written} and this agent has {has}: resume with the same "
+                f"hyperparameters (agent_kwargs {json.dumps({k: saved.get(k) for k in differing})}; a run directory "
+                f"keeps them in its config.json)"
+            )
+        if saved != mine or state.get("kinds") != self.controller.kinds:
             raise ValueError(
                 f"state was saved with config {state.get('config')} and kinds {state.get('kinds')}; this agent "
-                f"has {asdict(self.config)} and {self.controller.kinds}: construct it with the same hyperparameters"
+                f"has {mine} and {self.controller.kinds}: construct it with the same hyperparameters"
             )
         self._load_base_state(state)
         self.controller.load_state_dict(state["controller"])

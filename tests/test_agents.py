@@ -171,7 +171,8 @@ def test_state_dict_round_trip_continues_identically(agent_name: str) -> None:
 def test_reinforce_load_rejects_other_hyperparameters() -> None:
     space = CNNSpace(num_layers=3)
     state = ReinforceAgent(space, lr=1e-3).state_dict()
-    with pytest.raises(ValueError, match="same hyperparameters"):
+    with pytest.raises(ValueError, match=r"written with lr=0.001 and this agent has lr=0.002: resume with the same "
+                                         r"hyperparameters \(agent_kwargs \{\"lr\": 0.001\}"):
         ReinforceAgent(space, lr=2e-3).load_state_dict(state)
 
 
