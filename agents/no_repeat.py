@@ -27,7 +27,7 @@ class ProposedSet:
         self._tokens: dict[str, list[tuple[int, ...]]] = {}  # space key -> token sequences ruled out, in order
         # space key -> prefix -> how many sequences ruled out start with it (a whole sequence: 1 if ruled out)
         self._under: dict[str, dict[tuple[int, ...], int]] = {}
-        self._tails: dict[str, list[tuple[int, int]]] = {}  # space key -> per decision: choices, sequences under each
+        self._shapes: dict[str, list[tuple[int, int]]] = {}  # space key -> its _tails (derived, never saved)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -63,17 +63,24 @@ class ProposedSet:
         """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``
         and that choice were never ruled out (0: that subtree is exhausted)."""
         key = space_key(space)
-        if key not in self._tails:  # tails[t]: how many sequences share a prefix of length t + 1
-            sizes = [d.num_choices for d in space.decisions]
-            self._tails[key] = [(sizes[t], math.prod(sizes[t + 1:])) for t in range(len(sizes))]
-        num_choices, tail = self._tails[key][len(prefix)]
+        num_choices, tail = self._tails(space, key)[len(prefix)]
         under = self._under.get(key, {})
         prefix = tuple(int(p) for p in prefix)
         return [tail - under.get((*prefix, c), 0) for c in range(num_choices)]
 
     def exhausted(self, space: SearchSpace) -> bool:
         """Whether every token sequence of ``space`` was ruled out (nothing is left to propose)."""
-        return len(self._tokens.get(space_key(space), ())) >= math.prod(d.num_choices for d in space.decisions)
+        key = space_key(space)
+        num_choices, tail = self._tails(space, key)[0]
+        return len(self._tokens.get(key, ())) >= num_choices * tail
+
+    def _tails(self, space: SearchSpace, key: str) -> list[tuple[int, int]]:
+        """Per decision t of ``space`` (whose key is ``key``): its number of choices, and how many sequences share
+        a prefix of length t + 1 (computed once per space)."""
+        if key not in self._shapes:
+            sizes = [d.num_choices for d in space.decisions]
+            self._shapes[key] = [(sizes[t], math.prod(sizes[t + 1:])) for t in range(len(sizes))]
+        return self._shapes[key]
 
     def sequences(self, space: SearchSpace) -> torch.Tensor:
         """The token sequences ruled out in ``space`` (k, T), in the order they were added."""

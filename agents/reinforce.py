@@ -334,7 +334,7 @@ class Controller(nn.Module):
             x = x + F.embedding(previous + layout.offset_start[:-1], offsets)
         x = torch.cat([self.start.expand(n, 1, -1), x], dim=1)  # (n, T, hidden)
         zeros = torch.zeros(len(self.lstm), n, self.config.hidden_size)
-        weights = [w for cell in self.lstm for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+        weights = [w for layer in self._cell_weights() for w in layer]
         h = torch.lstm(x, (zeros, zeros), weights, True, len(self.lstm), 0.0, self.training, False, True)[0]
         logits = F.linear(h, torch.cat([head.weight for head in self.heads]),
                           torch.cat([head.bias for head in self.heads]))
@@ -383,7 +383,7 @@ class Controller(nn.Module):
         anchor_w: dict[int, torch.Tensor] = {}  # W_prev h_j, computed once per anchor
         x = self.start.expand(n, -1)
         state = [(torch.zeros(n, self.config.hidden_size),) * 2 for _ in self.lstm]  # (h, c) per LSTM layer
-        cells = [(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh) for cell in self.lstm]
+        cells = self._cell_weights()
         heads, embeddings = list(self.heads), list(self.embeddings)  # indexed per step: plain lists are cheaper
         offset_heads = list(self.offset_heads) if self.decisions else []
         offset_embeddings = list(self.offset_embeddings) if self.decisions else []
@@ -417,6 +417,10 @@ class Controller(nn.Module):
             chosen_h = torch.stack([anchor_h[j] for j in step.sources], dim=1)  # (n, G, hidden)
             x = (skip.unsqueeze(-1) * chosen_h).sum(1) / (1.0 + skip.sum(1, keepdim=True))
         return log_prob, entropy, all_logits
+
+    def _cell_weights(self) -> list[tuple[torch.Tensor, ...]]:
+        """Each LSTM layer's (weight_ih, weight_hh, bias_ih, bias_hh), the argument order of the functional ops."""
+        return [(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh) for cell in self.lstm]
 
     @staticmethod
     def _lstm_step(
