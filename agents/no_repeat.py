@@ -47,17 +47,21 @@ class ProposedSet:
             return True  # the same spelling: no need to decode
         return space.key(space.decode(tokens)) in self._keys
 
-    def add(self, space: SearchSpace, tokens: tuple[int, ...]) -> None:
-        """Remember ``tokens`` (in ``space``) as proposed."""
+    def add(self, space: SearchSpace, tokens: tuple[int, ...]) -> bool:
+        """Remember ``tokens`` (in ``space``) as proposed; whether their architecture is new (one decode, where
+        :meth:`seen` then ``add`` would take two)."""
         tokens = tuple(int(t) for t in tokens)
         key = space_key(space)
         under = self._under.setdefault(key, {})
         if tokens in under:
-            return  # this spelling is held already, and its architecture with it
-        self._keys.add(space.key(space.decode(tokens)))
+            return False  # this spelling is held already, and its architecture with it
+        arch_key = space.key(space.decode(tokens))
+        new = arch_key not in self._keys
+        self._keys.add(arch_key)
         self._tokens.setdefault(key, []).append(tokens)
         for t in range(1, len(tokens) + 1):  # every proper prefix and the sequence itself
             under[tokens[:t]] = under.get(tokens[:t], 0) + 1
+        return new
 
     def free_counts(self, space: SearchSpace, prefix: Sequence[int]) -> list[int]:
         """For each choice of the decision after ``prefix``: how many token sequences that start with ``prefix``

@@ -569,9 +569,8 @@ class ReinforceAgent(Agent):
         :class:`agents.no_repeat.UnproposedDraw`)."""
         while len(rows) < n and self.draws:
             row = self.draws.pop(0)
-            known = self.proposed.seen(self.space, tuple(row))
-            self.proposed.add(self.space, tuple(row))  # a known architecture's new spelling: never drawn again
-            if not known:
+            # the spelling is ruled out either way (a known architecture's new spelling is never drawn again)
+            if self.proposed.add(self.space, tuple(row)):
                 rows.append(row)
                 self.fallbacks += self.draws_conditioned
 
